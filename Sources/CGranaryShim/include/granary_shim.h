@@ -1,0 +1,10 @@
+#ifndef GRANARY_SHIM_H
+#define GRANARY_SHIM_H
+#include <sys/types.h>
+
+/// Asks the kernel to send `signal` to this process when its parent dies
+/// (prctl(PR_SET_PDEATHSIG) is variadic, so Swift cannot call it directly).
+/// Returns 0 or -1 with errno set.
+int granary_set_parent_death_signal(int signal);
+
+#endif

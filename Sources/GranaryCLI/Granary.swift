@@ -1,0 +1,51 @@
+import ArgumentParser
+import CGranaryShim
+import Foundation
+
+/// The one `granary` executable: renter, farmer, seed, and tools.
+@main
+struct Granary: AsyncParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "granary",
+        abstract: "Decentralized, end-to-end encrypted storage, mounted as a folder.",
+        version: version,
+        subcommands: [
+            UpCommand.self, MountCommand.self, FarmCommand.self, SeedCommand.self,
+            StatusCommand.self, FlushCommand.self, KeyCommand.self, RestoreCommand.self,
+            BenchCommand.self,
+        ])
+
+    static func main() async {
+        ParentWatch.armIfAsked()
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// Children started by `granary up` or by tests die with their parent: the
+/// parent names itself in GRANARY_PARENT_PID, and the child asks the kernel
+/// for SIGKILL when its parent goes, closing the race where it already went.
+enum ParentWatch {
+    static func armIfAsked() {
+        guard let text = ProcessInfo.processInfo.environment["GRANARY_PARENT_PID"], let parent = Int32(text) else { return }
+        _ = granary_set_parent_death_signal(SIGKILL)
+        if getppid() != parent { exit(1) }
+    }
+}
+
+/// Raised by subcommands whose layer is not built yet.
+struct NotBuiltYet: Error, CustomStringConvertible {
+    let command: String
+    let issue: String
+    var description: String { "granary \(command) is not built yet (\(issue))" }
+}

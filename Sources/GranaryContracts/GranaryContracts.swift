@@ -1,0 +1,1 @@
+// The GranaryContracts layer; see ../shared/DESIGN.md.

@@ -1,0 +1,86 @@
+import CSodium
+
+/// Why a recovery phrase or key could not be read.
+public enum RenterKeyError: Error, Equatable, CustomStringConvertible {
+    case malformedPhrase(String)
+    case checksumMismatch
+
+    public var description: String {
+        switch self {
+        case let .malformedPhrase(why): return "recovery phrase is malformed: \(why)"
+        case .checksumMismatch: return "recovery phrase checksum does not match: a group was mistyped"
+        }
+    }
+}
+
+/// A renter's one master secret and the keys derived from it with
+/// `crypto_kdf` (libsodium 1.0.18 has no HKDF; crypto_kdf takes a 64-bit
+/// subkey id and an 8-byte context). Losing the master secret loses the data;
+/// it alone restores everything.
+public struct RenterKeys: Sendable {
+    public static let masterByteCount = 32
+    private static let context = Array("granary_".utf8)  // exactly crypto_kdf_CONTEXTBYTES
+
+    /// Subkey ids. Never renumber: the ids are part of the on-network format.
+    enum Subkey: UInt64 {
+        case dedupe = 1, chunkKeyRoot = 2, metadata = 3, identity = 4, lease = 5
+    }
+
+    public let master: [UInt8]
+
+    public init(master: [UInt8]) {
+        precondition(master.count == Self.masterByteCount, "master secret must be 32 bytes")
+        self.master = master
+    }
+
+    public static func generate() -> RenterKeys { RenterKeys(master: Sodium.randomBytes(masterByteCount)) }
+
+    func derive(_ subkey: Subkey, length: Int = 32) -> [UInt8] {
+        _ = Sodium.ready
+        var out = [UInt8](repeating: 0, count: length)
+        let rc = Self.context.withUnsafeBufferPointer { ctx in
+            ctx.withMemoryRebound(to: CChar.self) { c in
+                crypto_kdf_derive_from_key(&out, length, subkey.rawValue, c.baseAddress!, master)
+            }
+        }
+        precondition(rc == 0, "crypto_kdf_derive_from_key failed")
+        return out
+    }
+
+    /// Keys BLAKE2b for chunk IDs, so identical chunks dedupe per renter only.
+    public var dedupeKey: [UInt8] { derive(.dedupe) }
+    /// Root from which each chunk's sealing key is derived.
+    public var chunkKeyRoot: [UInt8] { derive(.chunkKeyRoot) }
+    /// Seals metadata snapshots.
+    public var metadataKey: [UInt8] { derive(.metadata) }
+
+    /// The renter's node identity, found deterministically from the master
+    /// secret so that a restore with the key alone finds the same DHT records.
+    public func nodeIdentity(difficulty: Int) -> NodeIdentity {
+        NodeIdentity.derive(from: derive(.identity), difficulty: difficulty)
+    }
+
+    public func chunkSealer() -> ChunkSealer { ChunkSealer(dedupeKey: dedupeKey, chunkKeyRoot: chunkKeyRoot) }
+
+    // MARK: recovery phrase
+
+    /// 32 secret bytes + 2 checksum bytes as 17 groups of 4 hex digits:
+    /// unambiguous to read aloud and type, and a typo is caught by the checksum.
+    public var recoveryPhrase: String {
+        let sum = Blake2b.hash256(master).bytes.prefix(2)
+        let hex = Hex.encode(master + sum)
+        var groups: [Substring] = []
+        var rest = Substring(hex)
+        while !rest.isEmpty { groups.append(rest.prefix(4)); rest = rest.dropFirst(4) }
+        return groups.joined(separator: "-")
+    }
+
+    public init(recoveryPhrase: String) throws(RenterKeyError) {
+        let cleaned = recoveryPhrase.lowercased().filter { !$0.isWhitespace && $0 != "-" }
+        guard cleaned.count == 68 else { throw .malformedPhrase("expected 68 hex digits, found \(cleaned.count)") }
+        guard let bytes = Hex.decode(cleaned) else { throw .malformedPhrase("only 0-9 and a-f are allowed") }
+        let master = Array(bytes.prefix(32))
+        guard Array(Blake2b.hash256(master).bytes.prefix(2)) == Array(bytes.suffix(2)) else { throw .checksumMismatch }
+        self.init(master: master)
+    }
+}

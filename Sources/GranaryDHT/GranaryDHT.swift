@@ -1,0 +1,1 @@
+// The GranaryDHT layer; see ../shared/DESIGN.md.

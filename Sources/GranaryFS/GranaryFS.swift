@@ -1,0 +1,1 @@
+// The GranaryFS layer; see ../shared/DESIGN.md.

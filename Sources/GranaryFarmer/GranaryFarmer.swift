@@ -1,0 +1,1 @@
+// The GranaryFarmer layer; see ../shared/DESIGN.md.

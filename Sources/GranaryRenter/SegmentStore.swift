@@ -1,0 +1,47 @@
+import GranaryCore
+
+/// A segment's name: random, so it reveals nothing about its contents.
+public typealias SegmentID = Hash256
+
+/// Why a segment operation failed, with what a person needs to act.
+public enum SegmentStoreError: Error, CustomStringConvertible {
+    case notFound(SegmentID)
+    case tooLarge(size: Int, limit: Int)
+    case unavailable(String)      // not enough farmers / network down
+    case corrupt(SegmentID, String)
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case let .notFound(id): return "segment \(id.short) is unknown"
+        case let .tooLarge(size, limit): return "segment of \(size) bytes exceeds the \(limit)-byte limit"
+        case let .unavailable(why): return "segment storage unavailable: \(why)"
+        case let .corrupt(id, why): return "segment \(id.short) is corrupt: \(why)"
+        case let .io(why): return why
+        }
+    }
+}
+
+/// The seam between the Store (files, chunks) and the renter engine
+/// (farmers): opaque segments of up to 64 MiB, stored until deleted.
+///
+/// `put` returns only once the segment is durable (on the network: s pieces
+/// confirmed); the Store records that a chunk lives in a segment only after
+/// that. Implementations are thread-safe.
+public protocol SegmentStore: Sendable {
+    /// Largest segment accepted.
+    static var maxSegmentSize: Int { get }
+
+    /// Stores `bytes` under `id`; returns when durable.
+    func put(_ id: SegmentID, bytes: [UInt8]) async throws
+    /// Reads `length` bytes at `offset` of a durable segment.
+    func read(_ id: SegmentID, offset: Int, length: Int) async throws -> [UInt8]
+    /// Deletes a segment; deleting an unknown one is not an error.
+    func delete(_ id: SegmentID) async throws
+    /// Every segment this store holds (for garbage collection of orphans).
+    func list() async throws -> [SegmentID]
+}
+
+public extension SegmentStore {
+    static var maxSegmentSize: Int { 64 << 20 }
+}

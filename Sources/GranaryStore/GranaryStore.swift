@@ -1,0 +1,1 @@
+// The GranaryStore layer; see ../shared/DESIGN.md.

@@ -1,0 +1,4 @@
+import Testing
+
+// Replaced as the layer's tests are written.
+@Test func farmerLayerBuilds() {}
