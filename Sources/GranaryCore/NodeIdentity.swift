@@ -72,6 +72,16 @@ public struct NodeIdentity: Sendable {
     /// Production proof of work; tests and the embedded network use less.
     public static let defaultDifficulty = 16
 
+    /// The proof of work this process requires of every node, its own
+    /// included: GRANARY_POW_BITS when set (tests set it low), else 16.
+    /// Every node of one network must agree on it.
+    public static var configuredDifficulty: Int {
+        if let text = ProcessInfo.processInfo.environment["GRANARY_POW_BITS"], let bits = Int(text), (0...64).contains(bits) {
+            return bits
+        }
+        return defaultDifficulty
+    }
+
     public let publicKey: NodePublicKey
     private let secretKey: [UInt8]  // 64 bytes: seed || public key
 
