@@ -1,6 +1,7 @@
 import ArgumentParser
 import CGranaryShim
 import Foundation
+import Logging
 
 /// The one `granary` executable: renter, farmer, seed, and tools.
 @main
@@ -19,6 +20,7 @@ struct Granary: AsyncParsableCommand {
 
     static func main() async {
         ParentWatch.armIfAsked()
+        LogSetup.bootstrap()
         do {
             var command = try parseAsRoot()
             if var async = command as? AsyncParsableCommand {
@@ -35,11 +37,15 @@ struct Granary: AsyncParsableCommand {
 /// Children started by `granary up` or by tests die with their parent: the
 /// parent names itself in GRANARY_PARENT_PID, and the child asks the kernel
 /// for SIGKILL when its parent goes, closing the race where it already went.
+/// Such a child also leaves the terminal's process group (setsid), so a
+/// Ctrl-C reaches only the parent, which stops its children in order (the
+/// mount flushes before the farmers go).
 enum ParentWatch {
     static func armIfAsked() {
         guard let text = ProcessInfo.processInfo.environment["GRANARY_PARENT_PID"], let parent = Int32(text) else { return }
         _ = granary_set_parent_death_signal(SIGKILL)
         if getppid() != parent { exit(1) }
+        _ = setsid()
     }
 }
 
@@ -48,4 +54,17 @@ struct NotBuiltYet: Error, CustomStringConvertible {
     let command: String
     let issue: String
     var description: String { "granary \(command) is not built yet (\(issue))" }
+}
+
+/// Logs go to stderr (stdout carries the one machine-readable listening
+/// line); GRANARY_LOG sets the level (trace … critical, default info).
+enum LogSetup {
+    static func bootstrap() {
+        let level = ProcessInfo.processInfo.environment["GRANARY_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
 }

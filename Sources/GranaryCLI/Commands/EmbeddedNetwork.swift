@@ -1,0 +1,151 @@
+import Foundation
+
+/// Why the embedded network could not start.
+struct EmbeddedNetworkError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// The seed and farmer processes of `granary up`, with their state folder:
+/// `lock` (flock), `network.json` (ports, pids, node IDs), `logs/`,
+/// `seed/`, `farmers/N/`.
+final class EmbeddedNetwork: @unchecked Sendable {  // used from the main task and the signal path only
+    struct Record: Codable {
+        var seed: Node?
+        var farmers: [Node] = []
+        struct Node: Codable { var pid: Int32; var tcp: String?; var udp: String?; var node: String? }
+    }
+
+    let stateDirectory: String
+    let farmerCount: Int
+    let capacity: String
+    private var lockFD: Int32 = -1
+    private var children: [ManagedChild] = []
+    private var record = Record()
+    private let stopLock = NSLock()
+    private var stopped = false
+
+    var seedAddress: String { record.seed?.udp ?? "" }
+    var farmerAddresses: [String] { record.farmers.compactMap(\.tcp) }
+
+    init(stateDirectory: String, farmerCount: Int, capacity: String) throws {
+        self.stateDirectory = stateDirectory
+        self.farmerCount = farmerCount
+        self.capacity = capacity
+        for dir in ["", "/logs", "/seed", "/farmers"] {
+            try FileManager.default.createDirectory(atPath: stateDirectory + dir, withIntermediateDirectories: true)
+        }
+    }
+
+    /// One `up` per state folder.
+    func lock() throws {
+        let path = stateDirectory + "/lock"
+        lockFD = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lockFD >= 0 else { throw EmbeddedNetworkError(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
+            let owner = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+            throw EmbeddedNetworkError(description: "another `granary up` (pid \(owner)) is using \(stateDirectory); stop it first")
+        }
+        ftruncate(lockFD, 0)
+        let pid = "\(getpid())\n"
+        _ = pid.withCString { write(lockFD, $0, strlen($0)) }
+    }
+
+    private var recordPath: String { stateDirectory + "/network.json" }
+
+    /// Kills processes left by a crashed run and clears a dead mount.
+    func cleanStale(mountpoint: String) {
+        if let data = FileManager.default.contents(atPath: recordPath),
+           let old = try? JSONDecoder().decode(Record.self, from: data) {
+            record = old
+            for node in [old.seed].compactMap({ $0 }) + old.farmers where Self.isGranary(pid: node.pid) {
+                print("granary up: stopping orphaned process \(node.pid) from an earlier run")
+                kill(node.pid, SIGKILL)
+            }
+        }
+        let absolute = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
+        if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8),
+           mounts.split(separator: "\n").contains(where: { $0.split(separator: " ").dropFirst().first.map(String.init) == absolute }) {
+            print("granary up: clearing a stale mount at \(absolute) left by an earlier run")
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", "fusermount3 -u -z '\(absolute)' 2>/dev/null || umount -l '\(absolute)'"]
+            try? p.run(); p.waitUntilExit()
+        }
+    }
+
+    private static func isGranary(pid: Int32) -> Bool {
+        guard pid > 0, kill(pid, 0) == 0,
+              let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        return String(decoding: cmd, as: UTF8.self).contains("granary")
+    }
+
+    /// Starts the seed, then the farmers; reuses the ports of the last run.
+    func start() throws {
+        let previous = record
+        record = Record()
+        let seedPort = previous.seed?.udp.flatMap(Self.port) ?? 0
+        let seed = try startNode(role: "seed", arguments: ["seed", "--listen", "127.0.0.1:\(seedPort)", "--state", stateDirectory + "/seed"],
+                                 log: stateDirectory + "/logs/seed.log")
+        record.seed = seed
+        guard let seedUDP = seed.udp else { throw EmbeddedNetworkError(description: "the seed did not report its UDP address") }
+        for i in 0..<farmerCount {
+            let port = i < previous.farmers.count ? (previous.farmers[i].tcp.flatMap(Self.port) ?? 0) : 0
+            let dir = stateDirectory + "/farmers/\(i + 1)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let node = try startNode(role: "farmer \(i + 1)", arguments: [
+                "farm", "--storage", dir, "--capacity", capacity, "--listen", "127.0.0.1:\(port)", "--bootstrap", seedUDP,
+            ], log: stateDirectory + "/logs/farmer-\(i + 1).log")
+            record.farmers.append(node)
+        }
+        let data = try JSONEncoder().encode(record)
+        FileManager.default.createFile(atPath: recordPath, contents: data)
+    }
+
+    /// Starts one node; if its old port is taken, retries on port 0.
+    private func startNode(role: String, arguments: [String], log: String) throws -> Record.Node {
+        do {
+            return try startOnce(arguments: arguments, log: log)
+        } catch let first {
+            guard let i = arguments.firstIndex(of: "--listen"), !arguments[i + 1].hasSuffix(":0") else {
+                throw EmbeddedNetworkError(description: "\(role) failed to start: \(first) (see \(log))")
+            }
+            var retry = arguments
+            retry[i + 1] = "127.0.0.1:0"
+            do { return try startOnce(arguments: retry, log: log) } catch {
+                throw EmbeddedNetworkError(description: "\(role) failed to start: \(error) (see \(log))")
+            }
+        }
+    }
+
+    private func startOnce(arguments: [String], log: String) throws -> Record.Node {
+        let child = try ManagedChild.start(arguments: arguments, log: log)
+        children.append(child)
+        let line = try child.waitForListeningLine(timeout: 120)
+        var node = Record.Node(pid: child.pid)
+        for field in line.split(separator: " ") {
+            let kv = field.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { continue }
+            switch kv[0] {
+            case "tcp": node.tcp = kv[1]
+            case "udp": node.udp = kv[1]
+            case "node": node.node = kv[1]
+            default: break
+            }
+        }
+        return node
+    }
+
+    private static func port(_ address: String) -> Int? { address.split(separator: ":").last.flatMap { Int($0) } }
+
+    /// SIGTERM to every node, SIGKILL to stragglers after a few seconds.
+    func stop() {
+        stopLock.lock()
+        defer { stopLock.unlock() }
+        guard !stopped else { return }
+        stopped = true
+        for child in children { child.signal(SIGTERM) }
+        let deadline = Date().addingTimeInterval(10)
+        while children.contains(where: \.isRunning) && Date() < deadline { usleep(50_000) }
+        for child in children where child.isRunning { child.signal(SIGKILL) }
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+
+/// A `granary` child process of `up`: dies with us (PR_SET_PDEATHSIG through
+/// GRANARY_PARENT_PID), its output appended to a log file or passed through.
+final class ManagedChild: @unchecked Sendable {  // Process is thread-safe for the calls used here
+    let process = Process()
+    let logPath: String?
+    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { process.isRunning }
+
+    private init(logPath: String?) { self.logPath = logPath }
+
+    static func start(arguments: [String], log: String?) throws -> ManagedChild {
+        let child = ManagedChild(logPath: log)
+        child.process.executableURL = URL(fileURLWithPath: CommandLine.executablePath)
+        child.process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["GRANARY_PARENT_PID"] = String(getpid())
+        child.process.environment = env
+        if let log {
+            FileManager.default.createFile(atPath: log, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            handle.truncateFile(atOffset: 0)
+            child.process.standardOutput = handle
+            child.process.standardError = handle
+        }
+        try child.process.run()
+        return child
+    }
+
+    /// Polls the log for the one `listening` line a node prints at start.
+    func waitForListeningLine(timeout: TimeInterval) throws -> String {
+        guard let logPath else { throw EmbeddedNetworkError(description: "no log to read") }
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let text = try? String(contentsOfFile: logPath, encoding: .utf8),
+               let line = text.split(separator: "\n").first(where: { $0.contains(" listening ") }) {
+                return String(line)
+            }
+            if !process.isRunning {
+                let tail = (try? String(contentsOfFile: logPath, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
+                throw EmbeddedNetworkError(description: "exited with status \(process.terminationStatus): \(tail)")
+            }
+            usleep(50_000)
+        }
+        signal(SIGKILL)
+        throw EmbeddedNetworkError(description: "no listening line within \(Int(timeout))s")
+    }
+
+    func signal(_ sig: Int32) { if process.isRunning { kill(pid, sig) } }
+}
+
+extension CommandLine {
+    /// The running executable, so children run the same build.
+    static var executablePath: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? arguments[0]
+    }
+}
+
+/// Runs a foreground child until it exits, forwarding SIGINT/SIGTERM to it
+/// (the mount flushes and unmounts on either), then calls `onStop`.
+enum SignalForwarding {
+    static func run(foreground child: ManagedChild, onStop: @escaping @Sendable () -> Void) async -> Int32 {
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                print("granary up: stopping: flushing and unmounting (Ctrl-C again is ignored; this is bounded)")
+                child.signal(SIGTERM)
+            }
+            source.resume()
+            sources.append(source)
+        }
+        while child.isRunning { try? await Task.sleep(for: .milliseconds(100)) }
+        sources.forEach { $0.cancel() }
+        onStop()
+        return child.process.terminationStatus
+    }
+}
