@@ -18,10 +18,14 @@ build: deps
 up: build
 	$(BIN) up
 
+# The test bundle is built as a product: a plain `swift test` (or
+# --build-tests) would also compile swift-protobuf's C++ protoc, which
+# Granary never uses (its generated code is committed), for many minutes.
 # --no-parallel: tests that start networks and mounts run one at a time on
 # these 2-core machines; each also has its own time limit.
 test: build
-	GRANARY_BIN=$(BIN) $(SWIFT) test -c release --no-parallel
+	$(SWIFT) build -c release --product GranaryPackageTests
+	GRANARY_BIN=$(BIN) $(SWIFT) test -c release --skip-build --no-parallel
 
 bench: build
 	$(BIN) bench core
