@@ -38,6 +38,7 @@ struct TransferBench: AsyncParsableCommand {
             for _ in 0..<pieces { _ = MerkleTree(data: data).root }
         }
         let tcpRate = try Self.tcpBaseline(data: data, repeats: pieces)
+        let diskRate = try Self.diskBaseline(data: data, repeats: pieces)
 
         let farm = try BenchFarmer.start()
         defer { farm.stop() }
@@ -54,7 +55,7 @@ struct TransferBench: AsyncParsableCommand {
                      endTime: start + 3600, pricePerAudit: 1, auditIntervalSeconds: 60, paymentChannelID: .random())
                 .proposal(signedBy: renter), difficulty: difficulty)
 
-        var results: [String: Double] = ["hash_bound_mbps": hashRate, "tcp_baseline_mbps": tcpRate]
+        var results: [String: Double] = ["hash_bound_mbps": hashRate, "tcp_baseline_mbps": tcpRate, "disk_fsync_mbps": diskRate]
         for streams in [1, 8] {
             let clients = try await (0..<streams).asyncMap { _ in try await connect() }
             let ids = (0..<pieces).map { _ in Hash256.random() }
@@ -92,7 +93,8 @@ struct TransferBench: AsyncParsableCommand {
         }
         await control.close()
 
-        let order = ["upload_1_mbps", "upload_8_mbps", "download_1_mbps", "download_8_mbps", "tcp_baseline_mbps", "hash_bound_mbps"]
+        let order = ["upload_1_mbps", "upload_8_mbps", "download_1_mbps", "download_8_mbps", "tcp_baseline_mbps", "hash_bound_mbps",
+                     "disk_fsync_mbps"]
         if json {
             let fields = order.map { "\"\($0)\": \(String(format: "%.1f", results[$0] ?? 0))" }
             print("{" + fields.joined(separator: ", ") + ", \"piece_bytes\": \(pieceSize), \"bytes_per_run\": \(total)}")
@@ -115,6 +117,24 @@ struct TransferBench: AsyncParsableCommand {
         let start = ContinuousClock.now
         body()
         return rate(bytes, since: start)
+    }
+
+    /// Writing the same bytes as piece files with an fsync each, in the
+    /// same temporary folder the farmer stores into: what a durable upload
+    /// can reach on this disk, whatever the hashing rate.
+    static func diskBaseline(data: [UInt8], repeats: Int) throws -> Double {
+        let dir = NSTemporaryDirectory() + "/granary-bench-disk-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let start = ContinuousClock.now
+        for i in 0..<repeats {
+            let fd = open("\(dir)/\(i)", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            guard fd >= 0 else { throw ValidationError("cannot write in \(dir)") }
+            _ = data.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+            fsync(fd)
+            close(fd)
+        }
+        return rate(data.count * repeats, since: start)
     }
 
     /// A plain TCP copy of the same bytes over loopback (blocking sockets,
