@@ -102,7 +102,8 @@ struct TransferBench: AsyncParsableCommand {
             print("transfer benchmark: \(pieces) pieces of \(pieceSizeMiB) MiB per run, MB/s")
             for key in order {
                 let ratio = (results[key] ?? 0) / max(hashRate, 1) * 100
-                print(String(format: "  %-20@ %9.1f   %5.1f%% of hash bound", key as NSString, results[key] ?? 0, ratio))
+                let name = key.padding(toLength: 20, withPad: " ", startingAt: 0)
+                print("  " + name + String(format: "%9.1f   %5.1f%% of hash bound", results[key] ?? 0, ratio))
             }
         }
     }
