@@ -29,7 +29,7 @@ let package = Package(
         ]),
         // Protocol messages (protobuf) and framed, authenticated TCP/UDP.
         .target(name: "GranaryWire", dependencies: [
-            "GranaryCore",
+            "GranaryCore", "CSodium",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -86,7 +86,8 @@ let package = Package(
 
         .testTarget(name: "GranaryCoreTests", dependencies: ["GranaryCore"]),
         .testTarget(name: "GranaryFarmerTests", dependencies: [
-            "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryFarmer", "GranaryTestSupport"]),
+            "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryFarmer", "GranaryTestSupport",
+            .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "GranaryDHTTests", dependencies: [
             "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT", "GranaryTestSupport"]),
         .testTarget(name: "GranaryRenterTests", dependencies: [
