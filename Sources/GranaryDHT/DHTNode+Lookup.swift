@@ -42,7 +42,10 @@ extension DHTNode {
         while !stopped && outcome.statistics.rounds < maxRounds {
             let pending = candidates()
             if pending.isEmpty { break }
-            let wave = widen ? pending : Array(pending.prefix(configuration.alpha))
+            var wave = widen ? pending : Array(pending.prefix(configuration.alpha))
+            // Looking for a node we already know: ask it alone first; if it
+            // answers the lookup is over in one message.
+            if case .node = mode, let known = pending.first(where: { $0.id == target }) { wave = [known] }
             for c in wave { queried.insert(c.id) }
             outcome.statistics.rounds += 1
             outcome.statistics.messages += wave.count

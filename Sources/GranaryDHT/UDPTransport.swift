@@ -29,7 +29,8 @@ public final class UDPTransport: DHTTransport, @unchecked Sendable {
                             group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> UDPTransport {
         let slot = ReceiverSlot()
         let bootstrap = DatagramBootstrap(group: group)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            // No SO_REUSEADDR: on Linux two UDP sockets that both set it can be
+            // given the same ephemeral port, and datagrams go to either.
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: receiveBufferBytes))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -20,6 +20,8 @@ import Testing
     }
 
     func phases(_ net: LocalDHTNetwork) async throws {
+        let clock = ContinuousClock.now
+        func phase(_ name: String) { print("100-node test: \(name) after \(ContinuousClock.now - clock)") }
         // 1. Every node finds every other by lookup.
         let nodes = net.nodes
         let pairs = nodes.indices.flatMap { a in nodes.indices.filter { $0 != a }.map { (a, $0) } }
@@ -30,6 +32,7 @@ import Testing
         #expect(misses.isEmpty, "\(misses.count) of \(pairs.count) lookups failed")
         let rounds = results.map(\.statistics.rounds)
         #expect(Percentile.of(rounds, 50) <= 3)
+        phase("all-pairs lookups")
 
         // 2. Pub/sub: 20 subscribers, offers from others: >= 95% delivered,
         //    <= 5 PUBLISH datagrams per delivery.
@@ -37,6 +40,7 @@ import Testing
         #expect(pubsub.deliveryRatio >= 0.95, "delivered \(pubsub.delivered) of 200")
         #expect(pubsub.messagesPerDelivery <= 5, "\(pubsub.messages) messages for \(pubsub.delivered) deliveries")
 
+        phase("pub/sub: \(pubsub)")
         // 3. A record outlives its publisher; a higher sequence replaces it.
         let publisher = nodes[17]
         let key = Array("metadata-pointer".utf8)
@@ -48,6 +52,7 @@ import Testing
             #expect(r?.value == [2] && r?.sequence == 2)
         }
 
+        phase("records")
         // 4. Kill 30% of the nodes; lookups among the survivors still succeed.
         let doomed = Array(net.nodes.indices.shuffled().prefix(net.nodes.count * 3 / 10))
         await net.remove(doomed)
