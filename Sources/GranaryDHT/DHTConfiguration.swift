@@ -25,7 +25,10 @@ public struct DHTConfiguration: Sendable {
     public var maxStoredRecords = 20_000
     /// Pub/sub: neighbours this node picks itself (others pick it too, so
     /// the average degree is about twice this).
-    public var pubsubDegree = 3
+    /// Two (average degree about four) measured best in a simulation of
+    /// 100 nodes with 20 subscribers: ~98% delivery at ~4 messages per
+    /// delivery; three delivers ~100% but at ~6 messages.
+    public var pubsubDegree = 2
     /// Pub/sub: how often filters are exchanged with neighbours.
     public var filterExchangeInterval: Duration = .seconds(30)
     /// Pub/sub: hops a publication may travel.

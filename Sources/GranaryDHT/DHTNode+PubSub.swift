@@ -30,9 +30,10 @@ public struct SubscriptionToken: Sendable, Hashable {
 ///    step) sends to every neighbour that is itself a subscriber (level 0)
 ///    and to every neighbour at the shallowest deeper matching level;
 ///  - a node reached because a subscriber lies i hops beyond it follows
-///    that gradient: level-0 neighbours plus the single best neighbour of
-///    level at most i-1;
-///  - when nothing matches, a random neighbour (a random walk);
+///    that gradient: level-0 neighbours plus those at the shallowest level
+///    at most i-1;
+///  - a freely routing node that finds no match sends to one random
+///    neighbour (a random walk, until the hop limit);
 ///  - a hop limit, the publication's list of nodes already covered on its
 ///    branch, and a seen-cache bound the traffic.
 /// Filters are exchanged every `filterExchangeInterval`; those messages are
@@ -193,14 +194,10 @@ extension DHTNode {
         let deeper = levels.filter { ($0.1 ?? 0) > 0 }
         if budget < 0 {
             if let m = deeper.map({ $0.1! }).min() { selected += deeper.filter { $0.1 == m } }
-            if selected.isEmpty && !deliverable(offer) {
-                selected = [(candidates.randomElement()!.contact, nil)]
-            }
+            if selected.isEmpty { selected = [(candidates.randomElement()!.contact, nil)] }
         } else if budget >= 1 {
             let usable = deeper.filter { $0.1! <= budget }
-            if let m = usable.map({ $0.1! }).min(), let pick = usable.filter({ $0.1 == m }).randomElement() {
-                selected.append(pick)
-            }
+            if let m = usable.map({ $0.1! }).min() { selected += usable.filter { $0.1 == m } }
         }
         guard !selected.isEmpty else { return 0 }
         var newCovered = covered
@@ -217,10 +214,5 @@ extension DHTNode {
             send(makeDatagram(request: 0, .publish(p)), to: c.address)
         }
         return selected.count
-    }
-
-    /// True when this node subscribes to one of the offer's topics.
-    func deliverable(_ offer: ContractOffer) -> Bool {
-        subscriptions.values.contains { !$0.topics.isDisjoint(with: offer.topics) }
     }
 }

@@ -253,18 +253,18 @@ public actor DHTNode {
             var pong = Granary_DhtPong()
             pong.observedHost = observed.host
             pong.observedPort = UInt32(observed.port)
-            reply(to: sender, request: datagram.requestID, .pong(pong))
+            reply(to: observed, request: datagram.requestID, .pong(pong))
         case let .findNode(m):
             guard let target = Hash256(bytes: m.target) else { return drop(.malformed("FIND_NODE target is not 32 bytes"), from: sender) }
             var nodes = Granary_DhtNodes()
             nodes.contacts = table.closest(to: target, count: configuration.k).filter { $0.id != sender.id }.map(\.proto)
-            reply(to: sender, request: datagram.requestID, .nodes(nodes))
+            reply(to: observed, request: datagram.requestID, .nodes(nodes))
         case let .findValue(m):
             guard let key = Hash256(bytes: m.storageKey) else { return drop(.malformed("FIND_VALUE key is not 32 bytes"), from: sender) }
             var value = Granary_DhtValue()
             if let r = records[key] ?? ownRecords[key], r.expiresAt > Date() { value.record = r.envelope }
             value.contacts = table.closest(to: key, count: configuration.k).filter { $0.id != sender.id }.map(\.proto)
-            reply(to: sender, request: datagram.requestID, .value(value))
+            reply(to: observed, request: datagram.requestID, .value(value))
         case let .store(m):
             var result = Granary_DhtStoreResult()
             do {
@@ -274,7 +274,7 @@ public actor DHTNode {
                 drop(error, from: sender)
                 result.reason = error.description
             }
-            reply(to: sender, request: datagram.requestID, .storeResult(result))
+            reply(to: observed, request: datagram.requestID, .storeResult(result))
         case let .filterRequest(m):
             guard let filter = AttenuatedBloomFilter(levels: m.levels.map { [UInt8]($0) }) else {
                 return drop(.malformed("filter must have 3 levels of \(BloomFilter.byteCount) bytes"), from: sender)
@@ -282,13 +282,13 @@ public actor DHTNode {
             noteNeighbourFilter(sender, filter, chosenByUs: false)
             var mine = Granary_DhtFilterExchange()
             mine.levels = attenuatedFilter(for: sender.id).levels.map { Data($0.bytes) }
-            reply(to: sender, request: datagram.requestID, .filterReply(mine))
+            reply(to: observed, request: datagram.requestID, .filterReply(mine))
         case let .publish(m):
             handlePublish(m, from: sender)
         case let .bid(m):
             var ack = Granary_DhtBidAck()
             ack.accepted = acceptBid(m.bid, from: sender)
-            reply(to: sender, request: datagram.requestID, .bidAck(ack))
+            reply(to: observed, request: datagram.requestID, .bidAck(ack))
         case .pong, .nodes, .value, .storeResult, .filterReply, .bidAck:
             guard let p = pending[datagram.requestID] else { return }  // late or unsolicited
             if let expected = p.expected, expected != sender.id {
@@ -360,8 +360,11 @@ public actor DHTNode {
         transport.send(bytes, to: address)
     }
 
-    func reply(to c: DHTContact, request: UInt64, _ message: Granary_DhtDatagram.OneOf_Message) {
-        send(makeDatagram(request: request, message), to: c.address)
+    /// Replies go to the address the request came from, not the advertised
+    /// one: a forged advertised address cannot turn us into an amplifier
+    /// aimed at someone else.
+    func reply(to address: DHTAddress, request: UInt64, _ message: Granary_DhtDatagram.OneOf_Message) {
+        send(makeDatagram(request: request, message), to: address)
     }
 
     /// Sends a request and waits for its reply (nil on timeout or stop).
