@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GranaryContracts
 import GranaryCore
+import GranaryDHT
 import GranaryFarmer
 import Logging
 
@@ -22,8 +23,11 @@ struct FarmCommand: AsyncParsableCommand {
     @Option(help: "Address to advertise to renters when it differs from --listen (port forwards).")
     var advertise: String?
 
-    @Option(help: "A DHT node to join (kept for the DHT layer).")
-    var bootstrap: String?
+    @Option(help: "A DHT node to join, HOST:PORT (repeatable). Without one the farmer serves only renters that know its address.")
+    var bootstrap: [String] = []
+
+    @Option(name: .customLong("dht-listen"), help: "UDP address of the farmer's DHT node (default: the --listen host, any free port).")
+    var dhtListen: String?
 
     @Option(name: .customLong("min-price"), help: "Lowest price per passed audit this farmer signs for.")
     var minPrice: UInt64 = 0
@@ -41,15 +45,17 @@ struct FarmCommand: AsyncParsableCommand {
     var quickCheck = false
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = ProcessInfo.processInfo.environment["GRANARY_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-            return handler
-        }
         var logger = Logger(label: "granary.farmer")
         let (host, port) = try HostPort.parse(listen, option: "--listen")
-        if let advertise { _ = try HostPort.parse(advertise, option: "--advertise") }
-        if let bootstrap { _ = try HostPort.parse(bootstrap, option: "--bootstrap") }
+        let advertised = try advertise.map { try HostPort.parse($0, option: "--advertise") }
+        let seeds = try bootstrap.map { text -> DHTAddress in
+            guard let a = DHTAddress(text), a.port > 0 else { throw ValidationError("--bootstrap \(text) is not HOST:PORT") }
+            return a
+        }
+        let dhtAddress = try dhtListen.map { text -> DHTAddress in
+            guard let a = DHTAddress(text) else { throw ValidationError("--dht-listen \(text) is not HOST:PORT") }
+            return a
+        } ?? DHTAddress(host: host, port: 0)
         guard let bytes = ByteSize.parse(capacity) else {
             throw ValidationError("--capacity \(capacity) is not a size (examples: 10G, 512M, 1048576)")
         }
@@ -65,11 +71,21 @@ struct FarmCommand: AsyncParsableCommand {
             gracePeriod: grace, difficulty: difficulty, verifyOnStartup: !quickCheck)
         let farmer = try await Farmer.start(identity: identity, configuration: config, logger: logger)
 
-        print("granary farmer listening tcp=\(farmer.host):\(farmer.port) node=\(identity.id.hex)")
+        // The farmer's DHT node: it finds renters' offers (pub/sub) and bids
+        // on those its policy accepts, advertising its transfer address.
+        let dht = try await DHTNode.start(identity: identity, listen: dhtAddress, bootstrap: seeds,
+                                          statePath: storage)
+        let transfer = advertised ?? (farmer.host, farmer.port)
+        let bids = BidAgent(node: dht, policy: BidPolicy(minPricePerAudit: minPrice, capacityBytes: bytes, maxDurationSeconds: maxDuration),
+                            transferHost: transfer.0, transferPort: transfer.1,
+                            freeBytes: { let s = farmer.status(); return s.capacity > s.bytesUsed ? s.capacity - s.bytesUsed : 0 })
+        await bids.start()
+
+        print("granary farmer listening tcp=\(farmer.host):\(farmer.port) udp=\(dht.localAddress) node=\(identity.id.hex)")
         fflush(nil)  // flushes stdout: scripts wait for this line
         logger.info("farmer started", metadata: [
             "listen": "\(farmer.host):\(farmer.port)", "advertise": "\(advertise ?? "\(farmer.host):\(farmer.port)")",
-            "bootstrap": "\(bootstrap ?? "none")", "storage": "\(storage)", "capacity": "\(bytes)",
+            "bootstrap": "\(bootstrap.isEmpty ? "none" : bootstrap.joined(separator: ","))", "storage": "\(storage)", "capacity": "\(bytes)",
             "grace": "\(grace)", "min_price": "\(minPrice)"])
 
         let signals = SignalWatch { signal in
@@ -85,6 +101,8 @@ struct FarmCommand: AsyncParsableCommand {
         }
         defer { status.cancel(); signals.cancel() }
         try await farmer.run()
+        await bids.stop()
+        await dht.stop()
         logger.info("farmer stopped", metadata: ["status": "\(farmer.status())"])
     }
 }
