@@ -29,7 +29,7 @@ let package = Package(
         ]),
         // Protocol messages (protobuf) and framed, authenticated TCP/UDP.
         .target(name: "GranaryWire", dependencies: [
-            "GranaryCore",
+            "GranaryCore", "CSodium",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

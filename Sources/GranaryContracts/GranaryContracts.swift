@@ -1,1 +1,0 @@
-// The GranaryContracts layer; see ../shared/DESIGN.md.
