@@ -1,0 +1,208 @@
+import Foundation
+import GranaryCore
+import GranaryWire
+
+/// A local subscription: the topics and who gets matching offers.
+struct Subscription {
+    let topics: Set<String>
+    let handler: @Sendable (ContractOffer) -> Void
+}
+
+/// A pub/sub neighbour and the attenuated filter it last showed us.
+struct PubSubNeighbour {
+    var contact: DHTContact
+    var filter: AttenuatedBloomFilter
+    var lastHeard: ContinuousClock.Instant
+    /// True for neighbours this node picked (it sends them filter requests);
+    /// false for those that picked it.
+    var chosenByUs: Bool
+}
+
+/// Cancels a subscription when asked.
+public struct SubscriptionToken: Sendable, Hashable {
+    let id: Int
+}
+
+/// Quasar-style pub/sub (Wong & Guha): each node shows each neighbour an
+/// attenuated Bloom filter of depth 3 (level 0: its own topics, level i: its
+/// other neighbours' level i-1) and routes a publication along the filters:
+///  - a node routing freely (the publisher, a subscriber, a random-walk
+///    step) sends to every neighbour that is itself a subscriber (level 0)
+///    and to every neighbour at the shallowest deeper matching level;
+///  - a node reached because a subscriber lies i hops beyond it follows
+///    that gradient: level-0 neighbours plus the single best neighbour of
+///    level at most i-1;
+///  - when nothing matches, a random neighbour (a random walk);
+///  - a hop limit, the publication's list of nodes already covered on its
+///    branch, and a seen-cache bound the traffic.
+/// Filters are exchanged every `filterExchangeInterval`; those messages are
+/// not counted as publication traffic.
+extension DHTNode {
+    /// Calls `handler` (on an arbitrary task) for each verified offer
+    /// published on any of `topics`, once per offer.
+    @discardableResult
+    public func subscribe(topics: [String], handler: @escaping @Sendable (ContractOffer) -> Void) -> SubscriptionToken {
+        nextSubscriptionID += 1
+        subscriptions[nextSubscriptionID] = Subscription(topics: Set(topics), handler: handler)
+        Task { await self.exchangeFilters() }
+        return SubscriptionToken(id: nextSubscriptionID)
+    }
+
+    public func unsubscribe(_ token: SubscriptionToken) {
+        subscriptions[token.id] = nil
+    }
+
+    var ownTopics: Set<String> { subscriptions.values.reduce(into: Set<String>()) { $0.formUnion($1.topics) } }
+
+    /// The filter shown to `neighbour`: built from everyone but it, so it
+    /// never routes a publication back to where the information came from.
+    func attenuatedFilter(for neighbour: Hash256) -> AttenuatedBloomFilter {
+        var f = AttenuatedBloomFilter()
+        for t in ownTopics { f.levels[0].insert(t) }
+        for (nid, n) in neighbours where nid != neighbour {
+            for level in 1..<AttenuatedBloomFilter.depth { f.levels[level].formUnion(n.filter.levels[level - 1]) }
+        }
+        return f
+    }
+
+    func noteNeighbourFilter(_ c: DHTContact, _ filter: AttenuatedBloomFilter, chosenByUs: Bool) {
+        let ours = neighbours[c.id]?.chosenByUs ?? false
+        neighbours[c.id] = PubSubNeighbour(contact: c, filter: filter, lastHeard: .now, chosenByUs: ours || chosenByUs)
+    }
+
+    /// Keeps `pubsubDegree` chosen neighbours (random contacts of the
+    /// routing table), forgets silent ones, and swaps filters with the chosen.
+    func exchangeFilters() async {
+        guard !stopped else { return }
+        let silence = configuration.filterExchangeInterval * 4
+        let now = ContinuousClock.now
+        neighbours = neighbours.filter { $0.value.chosenByUs || now - $0.value.lastHeard < silence }
+        var chosen = neighbours.values.filter(\.chosenByUs).map(\.contact)
+        if chosen.count < configuration.pubsubDegree {
+            let pool = table.allContacts.filter { c in !chosen.contains { $0.id == c.id } }.shuffled()
+            for c in pool.prefix(configuration.pubsubDegree - chosen.count) {
+                chosen.append(c)
+                if neighbours[c.id] == nil {
+                    neighbours[c.id] = PubSubNeighbour(contact: c, filter: AttenuatedBloomFilter(), lastHeard: now, chosenByUs: true)
+                } else {
+                    neighbours[c.id]?.chosenByUs = true
+                }
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for c in chosen {
+                var m = Granary_DhtFilterExchange()
+                m.levels = attenuatedFilter(for: c.id).levels.map { Data($0.bytes) }
+                group.addTask {
+                    let reply = await self.request(c, .filterRequest(m))
+                    await self.finishFilterExchange(with: c, reply: reply)
+                }
+            }
+        }
+    }
+
+    func finishFilterExchange(with c: DHTContact, reply: Granary_DhtDatagram?) {
+        guard case let .filterReply(m)? = reply?.message,
+              let filter = AttenuatedBloomFilter(levels: m.levels.map { [UInt8]($0) }) else {
+            neighbours[c.id] = nil  // silent or malformed: pick another next time
+            return
+        }
+        noteNeighbourFilter(c, filter, chosenByUs: true)
+    }
+
+    /// Publishes a signed offer on its topics. Returns the PUBLISH datagrams
+    /// this node sent for it.
+    @discardableResult
+    public func publish(_ offer: ContractOffer) -> Int {
+        let pubID = Blake2b.hash256([UInt8](offer.envelope.body))
+        rememberPublication(pubID)
+        deliverLocally(offer)
+        return route(offer, hopsLeft: configuration.publishHopLimit, budget: -1, covered: [], from: nil)
+    }
+
+    /// Publications seen recently (bounded: the oldest are forgotten first).
+    func rememberPublication(_ pubID: Hash256) {
+        seenPublications[pubID] = .now
+        if seenPublications.count > 10_000 {
+            let cutoff = ContinuousClock.now - .seconds(600)
+            seenPublications = seenPublications.filter { $0.value > cutoff }
+            if seenPublications.count > 10_000 { seenPublications.removeAll() }
+        }
+    }
+
+    @discardableResult
+    func deliverLocally(_ offer: ContractOffer) -> Bool {
+        let matching = subscriptions.values.filter { !$0.topics.isDisjoint(with: offer.topics) }
+        guard !matching.isEmpty else { return false }
+        counters.update { $0.offersDelivered += 1 }
+        for s in matching { s.handler(offer) }
+        return true
+    }
+
+    func handlePublish(_ m: Granary_DhtPublish, from sender: DHTContact) {
+        let offer: ContractOffer
+        do { offer = try ContractOffer(verifying: m.offer, difficulty: configuration.difficulty) } catch {
+            return drop(error, from: sender)
+        }
+        let pubID = Blake2b.hash256([UInt8](m.offer.body))
+        if seenPublications[pubID] != nil {
+            counters.update { $0.duplicatePublications += 1 }
+            return
+        }
+        rememberPublication(pubID)
+        guard offer.expiresAt > Date() else { return }
+        let subscribed = deliverLocally(offer)
+        let hops = Int(min(m.hopsLeft, UInt32(configuration.publishHopLimit)))
+        route(offer, hopsLeft: hops, budget: subscribed ? -1 : Int(m.levelBudget),
+              covered: Array(m.covered.prefix(128)), from: sender.id)
+    }
+
+    static func prefix64(_ id: Hash256) -> UInt64 {
+        id.bytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    /// Sends the publication on according to the rules above.
+    @discardableResult
+    func route(_ offer: ContractOffer, hopsLeft: Int, budget: Int, covered: [UInt64], from: Hash256?) -> Int {
+        guard hopsLeft > 0 else { return 0 }
+        let coveredSet = Set(covered)
+        let candidates = neighbours.values.filter {
+            $0.contact.id != from && $0.contact.id != offer.renterID && !coveredSet.contains(Self.prefix64($0.contact.id))
+        }
+        guard !candidates.isEmpty else { return 0 }
+        let levels = candidates.map { ($0.contact, $0.filter.matchLevel(offer.topics)) }
+        var selected: [(DHTContact, Int?)] = levels.filter { $0.1 == 0 }
+        let deeper = levels.filter { ($0.1 ?? 0) > 0 }
+        if budget < 0 {
+            if let m = deeper.map({ $0.1! }).min() { selected += deeper.filter { $0.1 == m } }
+            if selected.isEmpty && !deliverable(offer) {
+                selected = [(candidates.randomElement()!.contact, nil)]
+            }
+        } else if budget >= 1 {
+            let usable = deeper.filter { $0.1! <= budget }
+            if let m = usable.map({ $0.1! }).min(), let pick = usable.filter({ $0.1 == m }).randomElement() {
+                selected.append(pick)
+            }
+        }
+        guard !selected.isEmpty else { return 0 }
+        var newCovered = covered
+        newCovered.append(Self.prefix64(id))
+        for (c, _) in selected { newCovered.append(Self.prefix64(c.id)) }
+        if newCovered.count > 128 { newCovered.removeFirst(newCovered.count - 128) }
+        for (c, level) in selected {
+            var p = Granary_DhtPublish()
+            p.offer = offer.envelope
+            p.hopsLeft = UInt32(hopsLeft - 1)
+            p.levelBudget = Int32(level.map { max(0, $0 - 1) } ?? -1)
+            p.covered = newCovered
+            counters.update { $0.publishSent += 1 }
+            send(makeDatagram(request: 0, .publish(p)), to: c.address)
+        }
+        return selected.count
+    }
+
+    /// True when this node subscribes to one of the offer's topics.
+    func deliverable(_ offer: ContractOffer) -> Bool {
+        subscriptions.values.contains { !$0.topics.isDisjoint(with: offer.topics) }
+    }
+}

@@ -1,0 +1,404 @@
+import Foundation
+import GranaryCore
+import GranaryWire
+import Logging
+
+/// A Kademlia node over UDP (or the in-memory simulation transport): the
+/// routing table, RPCs, signed records, pub/sub of contract offers and bid
+/// delivery. Every `granary` process that talks to the network embeds one.
+///
+/// Typical use:
+/// ```swift
+/// let node = try await DHTNode.start(identity: id, listen: DHTAddress("0.0.0.0:0")!,
+///                                    bootstrap: [DHTAddress("seed.example:7400")!], statePath: dir)
+/// try await node.putRecord(key: Array("contact".utf8), value: v, sequence: 1, ttl: .seconds(86400))
+/// let rec = await node.getRecord(owner: other, key: Array("contact".utf8))
+/// await node.stop()
+/// ```
+public actor DHTNode {
+    public nonisolated let identity: NodeIdentity
+    public nonisolated let configuration: DHTConfiguration
+    /// How others reach this node (the advertised address).
+    public nonisolated let contact: DHTContact
+    public nonisolated var id: Hash256 { identity.id }
+    public nonisolated var localAddress: DHTAddress { transport.localAddress }
+
+    nonisolated let transport: any DHTTransport
+    nonisolated let counters = TrafficCounters()
+    nonisolated let replayGuard: ReplayGuard
+    nonisolated let logger: Logger
+
+    var table: RoutingTable
+    let store: RoutingTableStore?
+    var pending: [UInt64: PendingRequest] = [:]
+    var evictionsInFlight: Set<Int> = []
+    var tableDirty = false
+    var loops: [Task<Void, Never>] = []
+    var stopped = false
+    var started = false
+
+    // Records this node holds for others, by storage key.
+    var records: [Hash256: SignedRecord] = [:]
+    // Records this node owns and republishes, by storage key.
+    var ownRecords: [Hash256: SignedRecord] = [:]
+
+    // Pub/sub state (see DHTNode+PubSub.swift).
+    var subscriptions: [Int: Subscription] = [:]
+    var nextSubscriptionID = 0
+    var neighbours: [Hash256: PubSubNeighbour] = [:]
+    var seenPublications: [Hash256: ContinuousClock.Instant] = [:]
+
+    // Bid collectors by offer ID (see DHTNode+Bids.swift).
+    var bidCollectors: [Hash256: @Sendable (Bid) -> Void] = [:]
+
+    struct PendingRequest {
+        let expected: Hash256?
+        let continuation: CheckedContinuation<(DHTContact, Granary_DhtDatagram)?, Never>
+    }
+
+    /// Creates a node on an already bound transport. Call `start()` next,
+    /// then `bootstrap(_:)`. `statePath` is a directory for the routing
+    /// table database (nil: nothing persisted).
+    public init(identity: NodeIdentity, transport: any DHTTransport, advertise: DHTAddress? = nil,
+                configuration: DHTConfiguration = DHTConfiguration(), statePath: String? = nil) throws(DHTError) {
+        do { try identity.publicKey.validate(difficulty: configuration.difficulty) } catch { throw .identity(error) }
+        self.identity = identity
+        self.configuration = configuration
+        self.transport = transport
+        let address = advertise ?? transport.localAddress
+        self.contact = DHTContact(publicKey: identity.publicKey, address: address)
+        self.replayGuard = ReplayGuard(windowMs: configuration.maxClockSkewSeconds * 1000)
+        var logger = Logger(label: "granary.dht")
+        logger[metadataKey: "node"] = "\(identity.id.short)"
+        self.logger = logger
+        self.table = RoutingTable(localID: identity.id, k: configuration.k)
+        if let statePath {
+            try? FileManager.default.createDirectory(atPath: statePath, withIntermediateDirectories: true)
+            store = try RoutingTableStore(path: statePath + "/routing.db")
+        } else {
+            store = nil
+        }
+    }
+
+    /// Binds UDP on `listen`, starts the node, and joins the network through
+    /// the saved routing table (when `statePath` has one) and `bootstrap`.
+    /// With neither, the node starts alone (the first seed of a network).
+    public static func start(identity: NodeIdentity, listen: DHTAddress, advertise: DHTAddress? = nil,
+                             bootstrap: [DHTAddress] = [], statePath: String? = nil,
+                             configuration: DHTConfiguration = DHTConfiguration()) async throws -> DHTNode {
+        let transport = try await UDPTransport.bind(host: listen.host, port: listen.port)
+        let node: DHTNode
+        do {
+            node = try DHTNode(identity: identity, transport: transport, advertise: advertise,
+                               configuration: configuration, statePath: statePath)
+        } catch {
+            await transport.close()
+            throw error
+        }
+        await node.start()
+        do {
+            try await node.bootstrap(bootstrap)
+        } catch {
+            await node.stop()
+            throw error
+        }
+        return node
+    }
+
+    /// Installs the receiver and starts the periodic work (bucket refresh,
+    /// republish, filter exchange, saving the table). Loads the saved table.
+    public func start() {
+        guard !started else { return }
+        started = true
+        if let store, let saved = try? store.load(difficulty: configuration.difficulty) {
+            for c in saved where c.id != id { table.update(c) }
+            if !saved.isEmpty { logger.info("loaded \(saved.count) contacts from \(store.path)") }
+        }
+        transport.setReceiver { [weak self] bytes, from in self?.receive(bytes, from: from) }
+        loops.append(periodic(configuration.refreshInterval / 4) { await $0.refreshBuckets() })
+        loops.append(periodic(configuration.republishInterval) { await $0.republish() })
+        loops.append(periodic(configuration.filterExchangeInterval) { await $0.exchangeFilters() })
+        if store != nil { loops.append(periodic(configuration.saveInterval) { await $0.saveTableIfDirty() }) }
+    }
+
+    private func periodic(_ interval: Duration, _ body: @escaping @Sendable (DHTNode) async -> Void) -> Task<Void, Never> {
+        Task { [weak self] in
+            while !Task.isCancelled {
+                // A little jitter keeps a thousand nodes from ticking together.
+                let jitter = Duration.milliseconds(Int64.random(in: 0...max(1, interval.milliseconds / 5)))
+                try? await Task.sleep(for: interval + jitter)
+                guard let self, !Task.isCancelled else { return }
+                await body(self)
+            }
+        }
+    }
+
+    /// Joins the network: pings each bootstrap address (and the saved
+    /// contacts), then looks up its own ID and refreshes the far buckets.
+    /// Throws when there were addresses to try and none answered.
+    public func bootstrap(_ addresses: [DHTAddress]) async throws(DHTError) {
+        let saved = table.allContacts
+        if addresses.isEmpty && saved.isEmpty { return }
+        var answered = 0
+        await withTaskGroup(of: Bool.self) { group in
+            for address in addresses {
+                group.addTask { await self.ping(address: address, attempts: 3) != nil }
+            }
+            for c in saved { group.addTask { await self.ping(c) } }
+            for await ok in group where ok { answered += 1 }
+        }
+        guard answered > 0 else {
+            throw .bootstrapFailed(addresses.map(\.description) + (saved.isEmpty ? [] : ["\(saved.count) saved contacts"]))
+        }
+        _ = await lookup(target: id, mode: .closest)
+        // Fill the far buckets: one lookup per bucket above our closest neighbour.
+        if let nearest = table.closest(to: id, count: 1).first {
+            let deepest = table.bucketIndex(for: nearest.id)
+            for b in 0..<min(deepest, 12) { _ = await lookup(target: table.randomID(inBucket: b), mode: .closest) }
+        }
+        tableDirty = true
+        logger.info("joined the DHT: \(table.count) contacts")
+    }
+
+    /// Stops serving: cancels periodic work, saves the routing table, closes
+    /// the socket, and fails requests still waiting.
+    public func stop() async {
+        guard !stopped else { return }
+        stopped = true
+        for t in loops { t.cancel() }
+        loops.removeAll()
+        if let store { try? store.save(table.allContacts) }
+        let waiting = pending
+        pending.removeAll()
+        for (_, p) in waiting { p.continuation.resume(returning: nil) }
+        bidCollectors.removeAll()
+        subscriptions.removeAll()
+        await transport.close()
+    }
+
+    /// Counters of traffic and refused input.
+    public nonisolated func statistics() -> DHTStatistics { counters.snapshot }
+
+    /// The contacts in the routing table.
+    public func knownContacts() -> [DHTContact] { table.allContacts }
+
+    func saveTableIfDirty() {
+        guard tableDirty, let store else { return }
+        tableDirty = false
+        do { try store.save(table.allContacts) } catch { logger.warning("cannot save routing table: \(error)") }
+    }
+
+    // MARK: receiving
+
+    /// Runs on the transport's thread: bounds the size, verifies the
+    /// envelope, the sender's ID against its key, the proof of work, the
+    /// timestamp and the nonce; only then hops onto the actor.
+    nonisolated func receive(_ bytes: [UInt8], from: DHTAddress) {
+        counters.update { $0.datagramsReceived += 1 }
+        do {
+            let (sender, datagram) = try verifyDatagram(bytes, from: from)
+            Task { await self.handle(datagram, from: sender, observed: from) }
+        } catch {
+            counters.update { $0.dropped[error.reason, default: 0] += 1 }
+            logger.warning("dropped datagram from \(from): \(error)", metadata: ["reason": "\(error.reason)"])
+        }
+    }
+
+    nonisolated func verifyDatagram(_ bytes: [UInt8], from: DHTAddress) throws(DHTError) -> (DHTContact, Granary_DhtDatagram) {
+        guard bytes.count <= configuration.maxDatagramBytes else {
+            throw .oversized(bytes: bytes.count, limit: configuration.maxDatagramBytes)
+        }
+        let envelope: Granary_SignedEnvelope
+        do { envelope = try Granary_SignedEnvelope(serializedBytes: bytes) } catch {
+            throw .malformed("not a signed envelope (truncated?)")
+        }
+        let signer: NodePublicKey, datagram: Granary_DhtDatagram
+        do { (signer, datagram) = try envelope.open(Granary_DhtDatagram.self, kind: .datagram, difficulty: configuration.difficulty) } catch {
+            throw .envelope(error)
+        }
+        guard datagram.hasSender, Hash256(bytes: datagram.sender.nodeID) == signer.id,
+              datagram.sender.publicKey == envelope.publicKey else {
+            throw .idDoesNotMatchKey
+        }
+        var sender = try DHTContact(datagram.sender, difficulty: configuration.difficulty)
+        // A node bound to a wildcard address is reached where it came from.
+        if ["0.0.0.0", "::", ""].contains(sender.address.host) { sender.address.host = from.host }
+        let now = Self.nowMs()
+        let skewMs = Int64(bitPattern: datagram.timestampMs &- now)
+        guard abs(skewMs) <= Int64(configuration.maxClockSkewSeconds * 1000) else {
+            throw .staleTimestamp(skewSeconds: skewMs / 1000)
+        }
+        guard datagram.nonce.count == 16 else { throw .malformed("nonce is not 16 bytes") }
+        guard replayGuard.admit(sender: signer.id, nonce: datagram.nonce, nowMs: now) else { throw .replay }
+        return (sender, datagram)
+    }
+
+    static func nowMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+
+    func handle(_ datagram: Granary_DhtDatagram, from sender: DHTContact, observed: DHTAddress) async {
+        guard !stopped else { return }
+        noteSeen(sender)
+        switch datagram.message {
+        case .ping:
+            var pong = Granary_DhtPong()
+            pong.observedHost = observed.host
+            pong.observedPort = UInt32(observed.port)
+            reply(to: sender, request: datagram.requestID, .pong(pong))
+        case let .findNode(m):
+            guard let target = Hash256(bytes: m.target) else { return drop(.malformed("FIND_NODE target is not 32 bytes"), from: sender) }
+            var nodes = Granary_DhtNodes()
+            nodes.contacts = table.closest(to: target, count: configuration.k).filter { $0.id != sender.id }.map(\.proto)
+            reply(to: sender, request: datagram.requestID, .nodes(nodes))
+        case let .findValue(m):
+            guard let key = Hash256(bytes: m.storageKey) else { return drop(.malformed("FIND_VALUE key is not 32 bytes"), from: sender) }
+            var value = Granary_DhtValue()
+            if let r = records[key] ?? ownRecords[key], r.expiresAt > Date() { value.record = r.envelope }
+            value.contacts = table.closest(to: key, count: configuration.k).filter { $0.id != sender.id }.map(\.proto)
+            reply(to: sender, request: datagram.requestID, .value(value))
+        case let .store(m):
+            var result = Granary_DhtStoreResult()
+            do {
+                result.stored = try accept(record: m.record)
+                if !result.stored { result.reason = "not newer than the record held" }
+            } catch {
+                drop(error, from: sender)
+                result.reason = error.description
+            }
+            reply(to: sender, request: datagram.requestID, .storeResult(result))
+        case let .filterRequest(m):
+            guard let filter = AttenuatedBloomFilter(levels: m.levels.map { [UInt8]($0) }) else {
+                return drop(.malformed("filter must have 3 levels of \(BloomFilter.byteCount) bytes"), from: sender)
+            }
+            noteNeighbourFilter(sender, filter, chosenByUs: false)
+            var mine = Granary_DhtFilterExchange()
+            mine.levels = attenuatedFilter(for: sender.id).levels.map { Data($0.bytes) }
+            reply(to: sender, request: datagram.requestID, .filterReply(mine))
+        case let .publish(m):
+            handlePublish(m, from: sender)
+        case let .bid(m):
+            var ack = Granary_DhtBidAck()
+            ack.accepted = acceptBid(m.bid, from: sender)
+            reply(to: sender, request: datagram.requestID, .bidAck(ack))
+        case .pong, .nodes, .value, .storeResult, .filterReply, .bidAck:
+            guard let p = pending[datagram.requestID] else { return }  // late or unsolicited
+            if let expected = p.expected, expected != sender.id {
+                return drop(.malformed("reply from \(sender.id.short), expected \(expected.short)"), from: sender)
+            }
+            pending[datagram.requestID] = nil
+            p.continuation.resume(returning: (sender, datagram))
+        case nil:
+            drop(.malformed("datagram carries no message"), from: sender)
+        }
+    }
+
+    func drop(_ error: DHTError, from: DHTContact) {
+        counters.update { $0.dropped[error.reason, default: 0] += 1 }
+        logger.warning("dropped message from \(from): \(error)", metadata: ["reason": "\(error.reason)"])
+    }
+
+    // MARK: routing table maintenance
+
+    /// Kademlia's update rule: a contact that just talked to us goes to the
+    /// tail of its bucket; a full bucket pings its least recently seen
+    /// contact and evicts it only if it does not answer.
+    func noteSeen(_ c: DHTContact) {
+        switch table.update(c) {
+        case .added: tableDirty = true
+        case .refreshed, .ignored: break
+        case let .bucketFull(oldest):
+            let bucket = table.bucketIndex(for: c.id)
+            guard evictionsInFlight.insert(bucket).inserted else { return }
+            Task {
+                let alive = await self.ping(oldest)
+                self.finishEviction(bucket: bucket, oldest: oldest, candidate: c, oldestAlive: alive)
+            }
+        }
+    }
+
+    func finishEviction(bucket: Int, oldest: DHTContact, candidate: DHTContact, oldestAlive: Bool) {
+        evictionsInFlight.remove(bucket)
+        if !oldestAlive {
+            table.evict(oldest.id, replacingWith: candidate)
+            tableDirty = true
+        }
+    }
+
+    func contactFailed(_ c: DHTContact) {
+        if table.contains(c.id) {
+            table.remove(c.id)
+            tableDirty = true
+        }
+        if neighbours[c.id] != nil { neighbours[c.id] = nil }
+    }
+
+    // MARK: sending
+
+    func makeDatagram(request: UInt64, _ message: Granary_DhtDatagram.OneOf_Message) -> [UInt8] {
+        var d = Granary_DhtDatagram()
+        d.timestampMs = Self.nowMs()
+        d.nonce = Data(SecureRandom.bytes(16))
+        d.requestID = request
+        d.sender = contact.proto
+        d.message = message
+        let envelope = try! Granary_SignedEnvelope(kind: .datagram, message: d, signer: identity)
+        return [UInt8](try! envelope.serializedData())
+    }
+
+    func send(_ bytes: [UInt8], to address: DHTAddress) {
+        guard !stopped else { return }
+        counters.update { $0.datagramsSent += 1 }
+        transport.send(bytes, to: address)
+    }
+
+    func reply(to c: DHTContact, request: UInt64, _ message: Granary_DhtDatagram.OneOf_Message) {
+        send(makeDatagram(request: request, message), to: c.address)
+    }
+
+    /// Sends a request and waits for its reply (nil on timeout or stop).
+    /// When `expected` is set, only that node's reply is accepted.
+    func request(_ address: DHTAddress, expected: Hash256?, _ message: Granary_DhtDatagram.OneOf_Message) async -> (DHTContact, Granary_DhtDatagram)? {
+        guard !stopped else { return nil }
+        let requestID = UInt64.random(in: 1...UInt64.max)
+        let bytes = makeDatagram(request: requestID, message)
+        let timeout = configuration.requestTimeout
+        return await withCheckedContinuation { continuation in
+            pending[requestID] = PendingRequest(expected: expected, continuation: continuation)
+            send(bytes, to: address)
+            Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                await self?.expire(requestID)
+            }
+        }
+    }
+
+    func request(_ c: DHTContact, _ message: Granary_DhtDatagram.OneOf_Message) async -> Granary_DhtDatagram? {
+        guard let (_, reply) = await request(c.address, expected: c.id, message) else {
+            contactFailed(c)
+            return nil
+        }
+        return reply
+    }
+
+    func expire(_ requestID: UInt64) {
+        guard let p = pending.removeValue(forKey: requestID) else { return }
+        p.continuation.resume(returning: nil)
+    }
+
+    /// Pings a known contact; a reply refreshes it in the table.
+    public func ping(_ c: DHTContact) async -> Bool {
+        await request(c, .ping(Granary_DhtPing())) != nil
+    }
+
+    /// Pings an address whose node is not known yet (bootstrap); returns the
+    /// verified contact that answered.
+    public func ping(address: DHTAddress, attempts: Int = 1) async -> DHTContact? {
+        for _ in 0..<max(1, attempts) {
+            if let (c, _) = await request(address, expected: nil, .ping(Granary_DhtPing())) { return c }
+        }
+        return nil
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}

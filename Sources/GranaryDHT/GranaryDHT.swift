@@ -1,1 +1,0 @@
-// The GranaryDHT layer; see ../shared/DESIGN.md.

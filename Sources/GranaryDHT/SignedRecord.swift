@@ -1,0 +1,81 @@
+import Foundation
+import GranaryCore
+import GranaryWire
+
+/// A record in the DHT, verified: signed by its owner, with a sequence
+/// number (higher replaces lower) and an expiry. Stored at the k nodes
+/// closest to `storageKey` = BLAKE2b-256(owner ID || key).
+public struct SignedRecord: Sendable, Equatable {
+    /// Largest application key and value a node accepts.
+    public static let maxKeyBytes = 256
+    public static let maxValueBytes = 1024
+    /// Longest lifetime a node accepts (owners republish before expiry).
+    public static let maxLifetime: TimeInterval = 7 * 86_400
+
+    public let owner: NodePublicKey
+    public let key: [UInt8]
+    public let value: [UInt8]
+    public let sequence: UInt64
+    public let expiresAt: Date
+    /// The envelope exactly as signed, forwarded unchanged on STORE and FIND_VALUE.
+    public let envelope: Granary_SignedEnvelope
+
+    public var ownerID: Hash256 { owner.id }
+    public var storageKey: Hash256 { Self.storageKey(owner: owner.id, key: key) }
+
+    public static func storageKey(owner: Hash256, key: [UInt8]) -> Hash256 {
+        Blake2b.hash256(owner.bytes + key)
+    }
+
+    /// Signs a new record with the owner's identity.
+    public init(owner identity: NodeIdentity, key: [UInt8], value: [UInt8], sequence: UInt64, expiresAt: Date) throws(DHTError) {
+        guard key.count <= Self.maxKeyBytes else { throw .recordRejected("key of \(key.count) bytes exceeds \(Self.maxKeyBytes)") }
+        guard value.count <= Self.maxValueBytes else { throw .recordRejected("value of \(value.count) bytes exceeds \(Self.maxValueBytes)") }
+        var r = Granary_DhtRecord()
+        r.ownerKey = Data(identity.publicKey.bytes)
+        r.key = Data(key)
+        r.value = Data(value)
+        r.sequence = sequence
+        r.expiresAtMs = UInt64(max(0, expiresAt.timeIntervalSince1970 * 1000))
+        let envelope: Granary_SignedEnvelope
+        do { envelope = try Granary_SignedEnvelope(kind: .record, message: r, signer: identity) } catch {
+            throw .malformed("cannot encode record: \(error)")
+        }
+        self.owner = identity.publicKey
+        self.key = key
+        self.value = value
+        self.sequence = sequence
+        self.expiresAt = Date(timeIntervalSince1970: Double(r.expiresAtMs) / 1000)
+        self.envelope = envelope
+    }
+
+    /// Verifies a record as received: the signature over its bytes, the
+    /// owner's proof of work, that the signer is the owner the record names,
+    /// the size bounds, and that it has not expired (and does not claim to
+    /// live longer than `maxLifetime`).
+    public init(verifying envelope: Granary_SignedEnvelope, difficulty: Int, now: Date = Date()) throws(DHTError) {
+        let signer: NodePublicKey, r: Granary_DhtRecord
+        do { (signer, r) = try envelope.open(Granary_DhtRecord.self, kind: .record, difficulty: difficulty) } catch {
+            throw .envelope(error)
+        }
+        guard r.ownerKey == Data(signer.bytes) else {
+            throw .recordRejected("record names owner \(Blake2b.hash256([UInt8](r.ownerKey)).short) but is signed by \(signer.id.short)")
+        }
+        guard r.key.count <= Self.maxKeyBytes, r.value.count <= Self.maxValueBytes else {
+            throw .recordRejected("key or value too large")
+        }
+        let expires = Date(timeIntervalSince1970: Double(r.expiresAtMs) / 1000)
+        guard expires > now else { throw .recordRejected("expired") }
+        guard expires.timeIntervalSince(now) <= Self.maxLifetime + 60 else {
+            throw .recordRejected("expiry more than \(Int(Self.maxLifetime / 86_400)) days ahead")
+        }
+        self.owner = signer
+        self.key = [UInt8](r.key)
+        self.value = [UInt8](r.value)
+        self.sequence = r.sequence
+        self.expiresAt = expires
+        self.envelope = envelope
+    }
+
+    public static func == (a: SignedRecord, b: SignedRecord) -> Bool { a.envelope == b.envelope }
+}
