@@ -73,10 +73,11 @@ extension RenterEngine {
         }
         let loopback = seeds.allSatisfy { $0.host == "127.0.0.1" || $0.host == "localhost" || $0.host == "::1" }
         var dht = DHTConfiguration()
+        dht.difficulty = configuration.difficulty
         if loopback { dht.filterExchangeInterval = .seconds(1) }
         let node = try await DHTNode.start(identity: identity, listen: DHTAddress(host: loopback ? "127.0.0.1" : "0.0.0.0", port: 0),
                                            bootstrap: seeds, statePath: stateDirectory + "/dht", configuration: dht)
-        let link = TransferFarmerLink(identity: identity)
+        let link = TransferFarmerLink(identity: identity, difficulty: configuration.difficulty)
         let bookBox = ReputationLookup()
         let source = MarketContractSource(node: node, link: link, identity: identity,
                                           window: .milliseconds(Int64(configuration.bidWindow * 1000)),

@@ -13,6 +13,8 @@ public final class NetworkSegmentStore: SegmentStore {
     let config: RenterConfiguration
     let random: RandomSource
     public let progress = UploadProgress()
+    /// Seconds spent per stage (erasure coding, hashing, transfers, decoding).
+    public let timings = StageTimings()
     private let log = Logger(label: "granary.renter")
 
     init(db: NetworkDatabase, book: FarmerBook, link: FarmerLink, config: RenterConfiguration, random: RandomSource) {
@@ -65,13 +67,15 @@ public final class NetworkSegmentStore: SegmentStore {
         progress.begin(id, total: Int64(scheme.s * pieceSize))
         defer { progress.end(id, durableBytes: durable ? Int64(bytes.count) : nil) }
         do {
-            let coded = await Self.encode(bytes, scheme: scheme)
+            let coded = await Self.encode(bytes, scheme: scheme, timings: timings)
             let candidates = try placements(pieceSize: pieceSize, excluding: [])
             guard candidates.count >= scheme.s else {
                 throw SegmentStoreError.unavailable("\(candidates.count) farmers can take a piece of \(pieceSize) bytes, \(scheme.s) are needed (scheme \(scheme)); the contract pool is still forming or farmers are full")
             }
+            let t0 = DispatchTime.now().uptimeNanoseconds
             let stored = try await uploadPieces(segment: id, coded: coded, pieceSize: pieceSize,
                                                 indexes: Array(0..<scheme.n), needed: scheme.s, candidates: candidates)
+            timings.add("upload_network_wall", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
             try db.releasePieces(of: id, keeping: Set(stored.map(\.pieceID)))
             guard try db.markDurable(id, required: scheme.s) else {
                 throw SegmentStoreError.unavailable("segment \(id.short) has fewer than \(scheme.s) confirmed pieces")
@@ -92,8 +96,10 @@ public final class NetworkSegmentStore: SegmentStore {
     }
 
     /// Erasure codes and hashes the pieces, each piece's Merkle tree on its own task.
-    static func encode(_ bytes: [UInt8], scheme: RedundancyScheme) async -> Coded {
-        let pieces = ErasureCoder(scheme: scheme).encode(bytes)
+    static func encode(_ bytes: [UInt8], scheme: RedundancyScheme, timings: StageTimings) async -> Coded {
+        let pieces = timings.measure("erasure_code") { ErasureCoder(scheme: scheme).encode(bytes) }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer { timings.add("merkle_hash_wall", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
         let roots = await withTaskGroup(of: (Int, Hash256).self) { group in
             for (i, p) in pieces.enumerated() { group.addTask { (i, MerkleTree(data: p).root) } }
             var out = [Hash256](repeating: .zero, count: pieces.count)
@@ -203,7 +209,9 @@ public final class NetworkSegmentStore: SegmentStore {
         let pieceSize = scheme.pieceSize(segmentLength: seg.length)
         let range = try coder.pieceRange(segmentLength: seg.length, offset: offset, length: length)
         let needed = Array((offset / pieceSize)...((offset + length - 1) / pieceSize))
+        let t0 = DispatchTime.now().uptimeNanoseconds
         let fetched = try await fetchRanges(segment: seg, range: range, pieceSize: pieceSize, needed: Set(needed))
+        timings.add("download_network_wall", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         if needed.allSatisfy({ fetched[$0] != nil }) {
             // Every data piece the range covers arrived: no decoding.
             var out = [UInt8]()
@@ -215,7 +223,9 @@ public final class NetworkSegmentStore: SegmentStore {
             }
             return out
         }
-        return try coder.decodeRange(fetched, pieceRange: range, segmentLength: seg.length, offset: offset, length: length)
+        return try timings.measure("decode") {
+            try coder.decodeRange(fetched, pieceRange: range, segmentLength: seg.length, offset: offset, length: length)
+        }
     }
 
     /// Fetches `range` of enough pieces to serve a read: the data pieces the

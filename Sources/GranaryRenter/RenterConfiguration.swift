@@ -30,6 +30,8 @@ public struct RenterConfiguration: Sendable {
     public var runBackgroundLoops = true
     /// Seconds between background maintenance rounds.
     public var maintenanceInterval: Double = 5
+    /// Proof-of-work bits required of every node (GRANARY_POW_BITS by default).
+    public var difficulty = NodeIdentity.configuredDifficulty
 
     public init(scheme: RedundancyScheme = .embeddedDefault) { self.scheme = scheme }
 }
