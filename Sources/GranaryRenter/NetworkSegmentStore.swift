@@ -228,10 +228,14 @@ public final class NetworkSegmentStore: SegmentStore {
         }
     }
 
-    /// Fetches `range` of enough pieces to serve a read: the data pieces the
-    /// range covers (or the k best pieces when one of those is unhealthy)
-    /// plus one spare request; a failed request is replaced by the next
-    /// best piece. Done when every needed data piece or any k pieces arrived.
+    /// Fetches `range` of enough pieces to serve a read. When every data
+    /// piece the range covers sits on a healthy farmer, only those are asked
+    /// (no decoding, no extra bandwidth); if they have not all arrived
+    /// within a hedge delay, or one fails, the read widens to the k best
+    /// pieces plus one spare request against the long tail, and decodes.
+    /// When a covering data piece is unhealthy it starts with k + 1.
+    /// A failed request is replaced by the next best piece. Done when every
+    /// needed data piece, or any k pieces, arrived.
     func fetchRanges(segment seg: SegmentRow, range: Range<Int>, pieceSize: Int, needed: Set<Int>) async throws -> [Int: [UInt8]] {
         let k = seg.scheme.k
         var byIndex: [Int: PieceRow] = [:]
@@ -242,7 +246,7 @@ public final class NetworkSegmentStore: SegmentStore {
         guard byIndex.count >= k || needed.allSatisfy({ byIndex[$0] != nil }) else {
             throw SegmentStoreError.unavailable("segment \(seg.id.short) has \(byIndex.count) pieces on usable farmers, \(k) are needed")
         }
-        let dataFirst = needed.allSatisfy { byIndex[$0].map { !book.isFailing($0.farmer) } ?? false }
+        let dataFirst = !needed.isEmpty && needed.allSatisfy { byIndex[$0].map { !book.isFailing($0.farmer) } ?? false }
         var order = byIndex.values.sorted { a, b in
             let ra = book.rank(a.farmer), rb = book.rank(b.farmer)
             return ra != rb ? ra > rb : a.index < b.index
@@ -250,14 +254,15 @@ public final class NetworkSegmentStore: SegmentStore {
         if dataFirst {
             order = order.filter { needed.contains($0.index) } + order.filter { !needed.contains($0.index) }
         }
-        let initial = (dataFirst ? needed.count : k) + 1
         let contracts = Dictionary(try db.contracts(activeOnly: false).map { ($0.record.id, $0.record) }, uniquingKeysWith: { a, _ in a })
         let timeout = transferTimeout(bytes: range.count)
+        let hedgeDelay = config.readHedgeBase + Double(range.count) / config.readHedgeRate
         var results: [Int: [UInt8]] = [:]
         var errors: [String] = []
         var next = 0
-        func done() -> Bool { needed.allSatisfy { results[$0] != nil } || results.count >= k }
-        await withTaskGroup(of: (PieceRow, Result<[UInt8], Error>).self) { group in
+        func done() -> Bool { (!needed.isEmpty && needed.allSatisfy { results[$0] != nil }) || results.count >= k }
+        enum Event: Sendable { case piece(PieceRow, Result<[UInt8], Error>), hedge }
+        await withTaskGroup(of: Event.self) { group in
             func launch() -> Bool {
                 while next < order.count {
                     let p = order[next]; next += 1
@@ -272,9 +277,9 @@ public final class NetworkSegmentStore: SegmentStore {
                             guard bytes.count == range.count else { throw FarmerLinkError.badProof("\(bytes.count) bytes for a range of \(range.count)") }
                             let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
                             self.book.recordContact(p.farmer, reached: true, latencyMs: ms)
-                            return (p, .success(bytes))
+                            return .piece(p, .success(bytes))
                         } catch {
-                            return (p, .failure(error))
+                            return .piece(p, .failure(error))
                         }
                     }
                     return true
@@ -283,24 +288,33 @@ public final class NetworkSegmentStore: SegmentStore {
             }
             var outstanding = 0
             var needK = !dataFirst
-            /// Requests in flight should cover what is still missing plus one spare.
+            /// Requests in flight cover what is still missing (plus one spare once widened).
             func topUp() {
-                let missing = needK ? k - results.count : needed.filter { results[$0] == nil }.count
-                while outstanding < missing + 1, launch() { outstanding += 1 }
+                let want = needK ? k - results.count + 1 : needed.filter { results[$0] == nil }.count
+                while outstanding < want, launch() { outstanding += 1 }
             }
-            _ = initial
             topUp()
-            while outstanding > 0, let (p, result) = await group.next() {
-                outstanding -= 1
-                switch result {
-                case let .success(bytes): results[p.index] = bytes
-                case let .failure(error):
+            if !needK {
+                group.addTask {
+                    try? await Task.sleep(nanoseconds: UInt64(hedgeDelay * 1e9))
+                    return .hedge
+                }
+            }
+            while outstanding > 0, let event = await group.next() {
+                switch event {
+                case .hedge:
+                    needK = true
+                case let .piece(p, .success(bytes)):
+                    outstanding -= 1
+                    results[p.index] = bytes
+                case let .piece(p, .failure(error)):
+                    outstanding -= 1
                     if !(error is CancellationError) {
                         errors.append("piece \(p.index) on \(p.farmer.short): \(error)")
                         book.recordContact(p.farmer, reached: !(error is DeadlineExceeded || error.isUnreachable))
                         if error is DeadlineExceeded { await link.reset(farmer: p.farmer) }
                     }
-                    if needed.contains(p.index) { needK = true }
+                    needK = true
                 }
                 if done() { break }
                 topUp()

@@ -16,6 +16,10 @@ public struct RenterConfiguration: Sendable {
     /// Per-request deadline for a piece transfer: base plus size at a minimum rate.
     public var transferTimeoutBase: Double = 10
     public var minimumTransferRate: Double = 1_048_576
+    /// A read served from data pieces widens to k + 1 pieces when they have
+    /// not all arrived after base + bytes / rate seconds (hedged request).
+    public var readHedgeBase: Double = 0.5
+    public var readHedgeRate: Double = 20_000_000
     /// Deadline for small requests (audit, delete, voucher, renewal).
     public var requestTimeout: Double = 10
     /// A farmer failing every contact for this long counts as offline: its

@@ -110,7 +110,7 @@ struct EngineTests {
         let data = Self.randomBytes(500_000, seed: 3)
         let id = SegmentID.random()
         try await e.segments.put(id, bytes: data)
-        let holders = try e.database.pieces(of: id).map(\.farmer)
+        let holders = try e.database.pieces(of: id).filter { $0.state == .stored }.map(\.farmer)
         for f in holders.prefix(3) { farmers.set(f, .offline) }
         #expect(try await e.segments.read(id, offset: 0, length: data.count) == data)
         await e.audits.auditAll()

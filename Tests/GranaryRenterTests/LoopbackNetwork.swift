@@ -1,0 +1,119 @@
+import Foundation
+import GranaryCore
+import GranaryRenter
+import GranaryTestSupport
+
+/// A seed and N `granary farm` processes on 127.0.0.1, each with port 0
+/// and its own folder; killed when released.
+final class LoopbackNetwork: @unchecked Sendable {
+    struct Farmer {
+        let process: ChildProcess
+        let storage: String
+        let tcp: String
+        let node: Hash256
+    }
+
+    static let powBits = 4
+    static let environment = ["GRANARY_POW_BITS": String(powBits)]
+
+    let dir = TemporaryDirectory("granary-renter")
+    let seed: ChildProcess
+    let seedAddress: String
+    private(set) var farmers: [Farmer] = []
+
+    static func field(_ name: String, in line: String) -> String? {
+        for part in line.split(separator: " ") where part.hasPrefix(name + "=") {
+            return String(part.dropFirst(name.count + 1))
+        }
+        return nil
+    }
+
+    init(farmers count: Int, capacity: String = "4GiB", extraFarmerArguments: [String] = []) throws {
+        seed = try ChildProcess.granary(["seed", "--listen", "127.0.0.1:0", "--state", dir.sub("seed")], name: "seed",
+                                        environment: Self.environment)
+        let line = try seed.waitForLine(timeout: 30) { $0.contains("listening") && $0.contains("udp=") }
+        seedAddress = Self.field("udp", in: line)!
+        for i in 0..<count {
+            let storage = dir.sub("farmer\(i)")
+            let p = try ChildProcess.granary(["farm", "--storage", storage, "--capacity", capacity, "--listen", "127.0.0.1:0",
+                                              "--bootstrap", seedAddress] + extraFarmerArguments,
+                                             name: "farmer\(i)", environment: Self.environment)
+            farmers.append(Farmer(process: p, storage: storage, tcp: "", node: .zero))
+        }
+        for i in 0..<count {
+            let line = try farmers[i].process.waitForLine(timeout: 60) { $0.contains("listening") && $0.contains("tcp=") }
+            farmers[i] = Farmer(process: farmers[i].process, storage: farmers[i].storage, tcp: Self.field("tcp", in: line)!,
+                                node: Hash256(hex: Self.field("node", in: line)!)!)
+        }
+    }
+
+    func farmer(_ id: Hash256) -> Farmer? { farmers.first { $0.node == id } }
+
+    /// Flips bytes in every piece file of a farmer (its pieces/ folder).
+    func corruptPieces(of id: Hash256) throws -> Int {
+        guard let f = farmer(id) else { return 0 }
+        var count = 0
+        let root = f.storage + "/pieces"
+        let e = FileManager.default.enumerator(atPath: root)
+        while let rel = e?.nextObject() as? String {
+            let path = root + "/" + rel
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue,
+                  let h = FileHandle(forUpdatingAtPath: path) else { continue }
+            let size = (try? h.seekToEnd()) ?? 0
+            var offset: UInt64 = 0
+            while offset < size {
+                try h.seek(toOffset: offset)
+                try h.write(contentsOf: Data([0xA5, 0x5A, 0xFF, 0x00]))
+                offset += 1024
+            }
+            try h.close()
+            count += 1
+        }
+        return count
+    }
+
+    /// A renter configuration for tests: short deadlines, fast repair, no loop.
+    static func renterConfiguration() -> RenterConfiguration {
+        var c = RenterConfiguration()
+        c.difficulty = powBits
+        c.runBackgroundLoops = false
+        c.transferTimeoutBase = 5
+        c.requestTimeout = 5
+        c.offlineGrace = 1
+        c.repairBytesPerSecond = 1e12
+        c.bidWindow = 1.5
+        c.terms = ContractTerms(allowance: 1 << 30, duration: 3600, maxPricePerAudit: 1_000, auditInterval: 60)
+        return c
+    }
+
+    func startRenter(state: String? = nil, identity: NodeIdentity? = nil,
+                     tweak: (inout RenterConfiguration) -> Void = { _ in }) async throws -> RenterEngine {
+        var c = Self.renterConfiguration()
+        tweak(&c)
+        let id = identity ?? NodeIdentity.generate(difficulty: Self.powBits)
+        return try await RenterEngine.start(stateDirectory: state ?? dir.sub("renter"), identity: id, bootstrap: [seedAddress],
+                                            configuration: c, contractTimeout: 60)
+    }
+}
+
+func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: count)
+    var state = seed &+ 0x9E37_79B9_7F4A_7C15
+    out.withUnsafeMutableBytes { buf in
+        var i = 0
+        while i < count {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            withUnsafeBytes(of: z) { w in
+                let n = min(8, count - i)
+                buf.baseAddress!.advanced(by: i).copyMemory(from: w.baseAddress!, byteCount: n)
+            }
+            i += 8
+        }
+    }
+    return out
+}
