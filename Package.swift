@@ -85,7 +85,8 @@ let package = Package(
 
         .testTarget(name: "GranaryCoreTests", dependencies: ["GranaryCore"]),
         .testTarget(name: "GranaryFarmerTests", dependencies: [
-            "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryFarmer", "GranaryTestSupport"]),
+            "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryFarmer", "GranaryTestSupport",
+            .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "GranaryDHTTests", dependencies: [
             "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT", "GranaryTestSupport"]),
         .testTarget(name: "GranaryRenterTests", dependencies: [

@@ -206,6 +206,7 @@ public actor TransferClient {
         guard range.lowerBound >= 0, range.upperBound <= pieceSize, pieceSize <= Granary_MerkleProof.maxTreeLeafCount * MerkleTree.leafSize else {
             throw .protocolViolation("range \(range) is outside a piece of \(pieceSize) bytes")
         }
+        if range.isEmpty { return [] }
         return try await perform("read piece \(pieceID.short) \(range)") { session, id in
             var m = Granary_ReadRange()
             m.pieceID = Data(pieceID.bytes); m.offset = UInt64(range.lowerBound); m.length = UInt64(range.count)
@@ -295,12 +296,20 @@ public struct StoredPiece: Sendable, Equatable {
     public let size: Int
     /// Bytes the contract uses on this farmer after the upload.
     public let contractBytesUsed: UInt64
+
+    public init(pieceID: Hash256, size: Int, contractBytesUsed: UInt64) {
+        self.pieceID = pieceID; self.size = size; self.contractBytesUsed = contractBytesUsed
+    }
 }
 
 /// The voucher the farmer now holds as the highest for its contract.
 public struct VoucherReceipt: Sendable, Equatable {
     public let cumulativeAmount: UInt64
     public let sequence: UInt64
+
+    public init(cumulativeAmount: UInt64, sequence: UInt64) {
+        self.cumulativeAmount = cumulativeAmount; self.sequence = sequence
+    }
 }
 
 /// Closes a channel when a deadline passes unless cancelled first.

@@ -19,6 +19,7 @@ public final class TransferServer: Sendable {
     private let handshakeTimeout: Duration
     private let logger: Logger
     private let handler: Handler
+    private let connections = ConnectionRegistry()
 
     /// The address actually bound (port 0 becomes a real port).
     public let host: String
@@ -57,13 +58,17 @@ public final class TransferServer: Sendable {
         }
     }
 
-    /// Stops accepting; sessions in progress finish on their own.
+    /// Stops accepting and closes every open session; `run()` returns once
+    /// their tasks have finished.
     public func close() async {
         try? await serverChannel.channel.close()
+        for channel in connections.all() { try? await channel.close() }
     }
 
     private func serve(_ connection: NIOAsyncChannel<Frame, Frame>) async {
         let remote = connection.channel.remoteAddress?.description ?? "?"
+        let key = connections.add(connection.channel)
+        defer { connections.remove(key) }
         try? await connection.executeThenClose { inbound, outbound in
             var iterator = inbound.makeAsyncIterator()
             let session: TransferSession
@@ -83,8 +88,8 @@ public final class TransferServer: Sendable {
                 let code: Granary_TransferError.Code
                 switch error {
                 case SessionError.wrongPeer: code = .wrongPeer
+                case FrameError.tooLong: code = .frameTooLarge
                 case is FrameError: code = .malformed
-                case SessionError.frame(.tooLong): code = .frameTooLarge
                 default: code = .unauthenticated
                 }
                 if let bytes: [UInt8] = try? Granary_TransferError(code, reason).serializedBytes() {
@@ -108,4 +113,18 @@ final class CloseOnIdle: ChannelInboundHandler, Sendable {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }
     }
+}
+
+/// The open connections, so `close()` can end them. Guarded by a lock:
+/// touched by every connection task.
+final class ConnectionRegistry: @unchecked Sendable {
+    private let lock = NSLock()
+    private var channels: [Int: Channel] = [:]
+    private var nextKey = 0
+
+    func add(_ channel: Channel) -> Int {
+        lock.withLock { nextKey += 1; channels[nextKey] = channel; return nextKey }
+    }
+    func remove(_ key: Int) { lock.withLock { _ = channels.removeValue(forKey: key) } }
+    func all() -> [Channel] { lock.withLock { Array(channels.values) } }
 }

@@ -1,1 +1,0 @@
-// The GranaryFarmer layer; see ../shared/DESIGN.md.
