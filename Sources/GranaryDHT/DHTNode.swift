@@ -148,6 +148,12 @@ public actor DHTNode {
             for await ok in group where ok { answered += 1 }
         }
         guard answered > 0 else {
+            // Saved contacts alone may all be gone (a seed restarting first):
+            // serve alone and let others find us. Named addresses must answer.
+            if addresses.isEmpty {
+                logger.warning("none of \(saved.count) saved contacts answered; serving alone until others join")
+                return
+            }
             throw .bootstrapFailed(addresses.map(\.description) + (saved.isEmpty ? [] : ["\(saved.count) saved contacts"]))
         }
         _ = await lookup(target: id, mode: .closest)
@@ -157,7 +163,7 @@ public actor DHTNode {
             for b in 0..<min(deepest, 12) { _ = await lookup(target: table.randomID(inBucket: b), mode: .closest) }
         }
         tableDirty = true
-        logger.info("joined the DHT: \(table.count) contacts")
+        logger.debug("joined the DHT: \(table.count) contacts")
     }
 
     /// Stops serving: cancels periodic work, saves the routing table, closes
