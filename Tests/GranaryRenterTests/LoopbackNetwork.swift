@@ -20,6 +20,9 @@ final class LoopbackNetwork: @unchecked Sendable {
     let seed: ChildProcess
     let seedAddress: String
     private(set) var farmers: [Farmer] = []
+    /// Whether the farmers joined the DHT (their line names a udp= address):
+    /// then contracts come from the market, else directly over TCP.
+    private(set) var farmersJoinMarket = false
 
     static func field(_ name: String, in line: String) -> String? {
         for part in line.split(separator: " ") where part.hasPrefix(name + "=") {
@@ -42,6 +45,7 @@ final class LoopbackNetwork: @unchecked Sendable {
         }
         for i in 0..<count {
             let line = try farmers[i].process.waitForLine(timeout: 60) { $0.contains("listening") && $0.contains("tcp=") }
+            farmersJoinMarket = line.contains("udp=")
             farmers[i] = Farmer(process: farmers[i].process, storage: farmers[i].storage, tcp: Self.field("tcp", in: line)!,
                                 node: Hash256(hex: Self.field("node", in: line)!)!)
         }
@@ -92,7 +96,11 @@ final class LoopbackNetwork: @unchecked Sendable {
         var c = Self.renterConfiguration()
         tweak(&c)
         let id = identity ?? NodeIdentity.generate(difficulty: Self.powBits)
-        return try await RenterEngine.start(stateDirectory: state ?? dir.sub("renter"), identity: id, bootstrap: [seedAddress],
+        if farmersJoinMarket {
+            return try await RenterEngine.start(stateDirectory: state ?? dir.sub("renter"), identity: id, bootstrap: [seedAddress],
+                                                configuration: c, contractTimeout: 60)
+        }
+        return try await RenterEngine.start(stateDirectory: state ?? dir.sub("renter"), identity: id, farmers: farmers.map(\.tcp),
                                             configuration: c, contractTimeout: 60)
     }
 }
