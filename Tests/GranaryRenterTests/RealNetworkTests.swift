@@ -79,7 +79,19 @@ struct RealNetworkTests {
         #expect(verdict.verdict == .fail)
         #expect(verdict.paid == 0)
         #expect(e.status().contracts.filter { $0.farmer == bad.hex }.map(\.paid).reduce(0, +) == paidBefore)
+        let scoreAfterOne = try #require(e.status().farmers.first { $0.id == bad.hex }).auditScore
+        #expect(scoreAfterOne < 1)
+        // Reads now prefer every other farmer.
+        #expect(e.farmers.all.filter { $0.contact.id != bad }.allSatisfy { e.farmers.rank($0.contact.id) > e.farmers.rank(bad) })
+        // It keeps failing, unpaid, until its score falls below the threshold.
+        var rounds = 1
+        while !e.farmers.isDisqualified(bad) && rounds < 6 {
+            let more = await e.audits.auditAll()
+            #expect(more.filter { $0.farmer == bad }.allSatisfy { $0.verdict == .fail && $0.paid == 0 })
+            rounds += 1
+        }
         #expect(e.farmers.isDisqualified(bad))
+        #expect(e.status().contracts.filter { $0.farmer == bad.hex }.map(\.paid).reduce(0, +) == paidBefore)
         let badRow = try #require(e.status().farmers.first { $0.id == bad.hex })
         #expect(badRow.auditScore < 0.6)
         for (id, d) in segs { #expect(try await e.segments.read(id, offset: 0, length: d.count) == d) }
