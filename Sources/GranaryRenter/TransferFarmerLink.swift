@@ -54,7 +54,8 @@ public actor TransferFarmerLink: FarmerLink {
     }
 
     /// Runs `body` on a pooled session; the session is closed if the caller is cancelled.
-    private func withClient<T: Sendable>(_ farmer: FarmerContact, _ body: @Sendable (TransferClient) async throws -> T) async throws -> T {
+    private func withClient<T: Sendable>(_ farmer: FarmerContact, piece: Hash256 = .zero,
+                                         _ body: @Sendable (TransferClient) async throws -> T) async throws -> T {
         let client = try await checkout(farmer)
         do {
             let result = try await withTaskCancellationHandler {
@@ -66,15 +67,15 @@ public actor TransferFarmerLink: FarmerLink {
             return result
         } catch {
             await client.close()
-            throw Self.map(error)
+            throw Self.map(error, piece: piece)
         }
     }
 
-    static func map(_ error: Error) -> Error {
+    static func map(_ error: Error, piece: Hash256 = .zero) -> Error {
         guard let e = error as? TransferError else { return error }
         switch e {
         case let .refused(code, message):
-            if code == .notFound { return FarmerLinkError.pieceNotFound(.zero) }
+            if code == .notFound { return FarmerLinkError.pieceNotFound(piece) }
             return FarmerLinkError.refused("\(code): \(message)")
         case .connect, .timedOut, .session, .closed: return FarmerLinkError.unreachable(e.description)
         case let .badProof(why): return FarmerLinkError.badProof(why)
@@ -97,18 +98,18 @@ public actor TransferFarmerLink: FarmerLink {
     }
 
     public nonisolated func read(pieceID: Hash256, root: Hash256, pieceSize: Int, range: Range<Int>, contract: ContractRecord) async throws -> [UInt8] {
-        try await withClient(contract.farmer) { client in
+        try await withClient(contract.farmer, piece: pieceID) { client in
             try await client.readRange(pieceID: pieceID, root: root, pieceSize: pieceSize, range: range)
         }
     }
 
     public nonisolated func delete(pieceID: Hash256, contract: ContractRecord) async throws {
-        let existed = try await withClient(contract.farmer) { client in try await client.deletePiece(pieceID: pieceID) }
+        let existed = try await withClient(contract.farmer, piece: pieceID) { client in try await client.deletePiece(pieceID: pieceID) }
         if !existed { throw FarmerLinkError.pieceNotFound(pieceID) }
     }
 
     public nonisolated func audit(pieceID: Hash256, leaf: Int, contract: ContractRecord) async throws -> AuditAnswer {
-        let (data, proof) = try await withClient(contract.farmer) { client in try await client.audit(pieceID: pieceID, leaf: leaf) }
+        let (data, proof) = try await withClient(contract.farmer, piece: pieceID) { client in try await client.audit(pieceID: pieceID, leaf: leaf) }
         return AuditAnswer(leafData: data, proof: proof)
     }
 

@@ -139,6 +139,59 @@ struct EngineTests {
     }
 }
 
+extension EngineTests {
+    @Test func auditsFollowTheirJitteredIntervalOnTheInjectedClock() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let clock = ManualClock()
+        let e = try await Self.engine(dir, farmers, clock: clock) { $0.terms.auditInterval = 100 }
+        try await e.segments.put(.random(), bytes: Self.randomBytes(100_000, seed: 4))
+        #expect(await e.audits.runDue().isEmpty)   // first sight: scheduled, not due
+        clock.advance(by: 70)
+        #expect(await e.audits.runDue().isEmpty)   // jitter keeps it within 75...125 s
+        clock.advance(by: 60)
+        let due = await e.audits.runDue()
+        #expect(due.count == 7)                      // the contracts holding pieces
+        #expect(due.allSatisfy { $0.verdict == .pass && $0.paid == 10 })
+        #expect(await e.audits.runDue().isEmpty)   // rescheduled
+        let recorded = try e.database.audits()
+        #expect(recorded.count == 7 && recorded.allSatisfy { $0.outcome == "pass" })
+        for a in due { #expect(farmers.paidTotal(a.contract) == 10) }
+        await e.stop()
+    }
+
+    @Test func offlineFarmerLosesUptimeAndSlowFarmerIsReadLast() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let e = try await Self.engine(dir, farmers) { $0.readHedgeBase = 5 }
+        let d = Self.randomBytes(400_000, seed: 6)
+        let id = SegmentID.random()
+        try await e.segments.put(id, bytes: d)
+        let pieces = try e.database.pieces(of: id).filter { $0.state == .stored }.sorted { $0.index < $1.index }
+        // Offline: audits time out, uptime falls, no pay.
+        let gone = pieces[5].farmer
+        farmers.set(gone, .offline)
+        let outcomes = await e.audits.auditAll()
+        #expect(outcomes.first { $0.farmer == gone }?.verdict == .timeout)
+        #expect(outcomes.first { $0.farmer == gone }?.paid == 0)
+        #expect(e.farmers.farmer(gone)!.reputation.uptimeScore < 1)
+        #expect(e.farmers.rank(gone) < e.farmers.rank(pieces[6].farmer))
+        farmers.set(gone, .normal)
+        // Slow: its latency grows, its rank falls, and reads that can avoid it do.
+        let slow = pieces[0].farmer
+        farmers.set(slow, .slow)
+        _ = await e.audits.auditAll()
+        #expect(e.farmers.rank(slow) < e.farmers.rank(pieces[1].farmer))
+        // Piece 0 is unhealthy-free but slow: a range inside it is still read from it
+        // (the data piece), while a read that must decode picks the k fastest.
+        farmers.set(pieces[1].farmer, .offline)
+        let before = farmers.readCount(slow)
+        #expect(try await e.segments.read(id, offset: 100_000, length: 10) == Array(d[100_000..<100_010]))
+        #expect(farmers.readCount(slow) == before)
+        await e.stop()
+    }
+}
+
 @Suite struct ReputationTests {
     @Test func betaWithForgetting() {
         var r = Reputation()

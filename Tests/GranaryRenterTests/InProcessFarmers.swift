@@ -9,7 +9,7 @@ import GranaryRenter
 /// tail, audit verdicts, repair); `RealNetworkTests` runs the same
 /// scenarios against `granary farm` processes.
 final class InProcessFarmers: FarmerLink, ContractSource, @unchecked Sendable {
-    enum Behaviour { case normal, offline, hang, corrupt }
+    enum Behaviour { case normal, offline, hang, corrupt, slow }
 
     // A lock: the seam's methods run concurrently from many tasks.
     private let lock = NSLock()
@@ -28,11 +28,15 @@ final class InProcessFarmers: FarmerLink, ContractSource, @unchecked Sendable {
     func set(_ farmer: Hash256, _ b: Behaviour) { lock.withLock { behaviour[farmer] = b } }
     func pieceCount(_ farmer: Hash256) -> Int { lock.withLock { pieces[farmer]?.count ?? 0 } }
     func paidTotal(_ contract: Hash256) -> UInt64 { lock.withLock { paid[contract] ?? 0 } }
+    /// Range reads served per farmer.
+    private(set) var reads: [Hash256: Int] = [:]
+    func readCount(_ farmer: Hash256) -> Int { lock.withLock { reads[farmer] ?? 0 } }
 
     private func check(_ farmer: Hash256) async throws {
         switch lock.withLock({ behaviour[farmer] ?? .normal }) {
         case .offline: throw FarmerLinkError.unreachable("connection refused")
         case .hang: try await Task.sleep(nanoseconds: 3_600_000_000_000)
+        case .slow: try await Task.sleep(nanoseconds: 300_000_000)
         default: break
         }
     }
@@ -52,6 +56,7 @@ final class InProcessFarmers: FarmerLink, ContractSource, @unchecked Sendable {
 
     func read(pieceID: Hash256, root: Hash256, pieceSize: Int, range: Range<Int>, contract: ContractRecord) async throws -> [UInt8] {
         try await check(contract.farmer.id)
+        lock.withLock { reads[contract.farmer.id, default: 0] += 1 }
         let p = try piece(contract.farmer.id, pieceID)
         let leaves = MerkleTree.leaves(covering: range)
         let start = leaves.lowerBound * MerkleTree.leafSize

@@ -31,7 +31,7 @@ final class LoopbackNetwork: @unchecked Sendable {
         return nil
     }
 
-    init(farmers count: Int, capacity: String = "4GiB", extraFarmerArguments: [String] = []) throws {
+    init(farmers count: Int, capacity: String = "4GiB", extraFarmerArguments: (Int) -> [String] = { _ in [] }) throws {
         seed = try ChildProcess.granary(["seed", "--listen", "127.0.0.1:0", "--state", dir.sub("seed")], name: "seed",
                                         environment: Self.environment)
         let line = try seed.waitForLine(timeout: 30) { $0.contains("listening") && $0.contains("udp=") }
@@ -39,7 +39,7 @@ final class LoopbackNetwork: @unchecked Sendable {
         for i in 0..<count {
             let storage = dir.sub("farmer\(i)")
             let p = try ChildProcess.granary(["farm", "--storage", storage, "--capacity", capacity, "--listen", "127.0.0.1:0",
-                                              "--bootstrap", seedAddress] + extraFarmerArguments,
+                                              "--bootstrap", seedAddress] + extraFarmerArguments(i),
                                              name: "farmer\(i)", environment: Self.environment)
             farmers.append(Farmer(process: p, storage: storage, tcp: "", node: .zero))
         }

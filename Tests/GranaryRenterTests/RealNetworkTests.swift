@@ -143,4 +143,79 @@ struct RealNetworkTests {
         #expect(e.status().contracts.allSatisfy { $0.used == 0 })
         await e.stop()
     }
+
+    @Test(.timeLimit(.minutes(3)))
+    func unpaidFarmersDropPiecesAndAreRepairedAround() async throws {
+        // Farmers 0-2 drop an unpaid contract's pieces after 4 s; the others wait a day.
+        let net = try LoopbackNetwork(farmers: 10) { $0 < 3 ? ["--grace", "4"] : [] }
+        let strict = Set(net.farmers.prefix(3).map(\.node))
+        let e = try await net.startRenter { $0.payForAudits = false }
+        var segs: [(SegmentID, [UInt8])] = []
+        for i in 0..<3 {
+            let d = pseudoRandomBytes(1 << 20, seed: UInt64(200 + i))
+            let id = SegmentID.random()
+            try await e.segments.put(id, bytes: d)
+            segs.append((id, d))
+        }
+        let onStrict = try segs.flatMap { try e.database.pieces(of: $0.0) }.filter { $0.state == .stored && strict.contains($0.farmer) }
+        #expect(!onStrict.isEmpty)
+        try await Task.sleep(nanoseconds: 6_000_000_000)
+        var rounds = 0
+        while rounds < 6 && !strict.allSatisfy({ e.farmers.isDisqualified($0) || (try? e.database.storedPieces(onFarmer: $0).isEmpty) == true }) {
+            let outcomes = await e.audits.auditAll()
+            #expect(outcomes.allSatisfy { $0.paid == 0 })
+            #expect(outcomes.filter { strict.contains($0.farmer) }.allSatisfy { $0.verdict == .fail })
+            rounds += 1
+        }
+        let report = await e.repairer.runPass()
+        #expect(report.failures.isEmpty, "\(report)")
+        for (id, d) in segs {
+            #expect(try Self.healthy(e, id) >= 7)
+            #expect(!(try e.database.pieces(of: id)).contains { strict.contains($0.farmer) && $0.state == .stored })
+            #expect(try await e.segments.read(id, offset: 0, length: d.count) == d)
+        }
+        await e.stop()
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func renterKilledMidUploadRecovers() async throws {
+        let net = try LoopbackNetwork(farmers: 10)
+        let state = net.dir.sub("killed-renter")
+        // A renter process (the bench in upload-only mode) uploading 64 MiB in 8 MiB segments.
+        let renter = try ChildProcess.granary(["bench", "network", "--bootstrap", net.seedAddress, "--state", state, "--size", "64",
+                                               "--segment", "8", "--parallel", "2", "--upload-only"] +
+                                              (net.farmersJoinMarket ? [] : ["--farmer", net.farmers.map(\.tcp).joined(separator: ",")]),
+                                              name: "renter", environment: LoopbackNetwork.environment)
+        _ = try renter.waitForLine(timeout: 120) { $0.hasPrefix("durable segment") }
+        renter.kill()  // SIGKILL, mid-upload of the next segments
+        // What it said was durable, and what network.db holds right after the crash.
+        let durable = renter.output.filter { $0.hasPrefix("durable segment") }.compactMap { line -> (SegmentID, Int, String)? in
+            let parts = line.split(separator: " ")
+            guard parts.count >= 5, let id = Hash256(hex: String(parts[2])),
+                  let bytes = Int(parts[3].dropFirst("bytes=".count)) else { return nil }
+            return (id, bytes, String(parts[4].dropFirst("blake2b=".count)))
+        }
+        #expect(!durable.isEmpty)
+        let db = try NetworkDatabase(path: state + "/network.db")
+        for seg in try db.segments(state: .durable) {
+            let stored = Set(try db.pieces(of: seg.id).filter { $0.state == .stored }.map(\.index))
+            #expect(stored.count >= seg.scheme.s, "segment durable with \(stored.count) pieces")
+        }
+        let interrupted = try db.segments(state: .uploading).map(\.id)
+        // Restart with the same key: interrupted uploads are rolled back, durable ones read back.
+        let identity = try NodeIdentity.load(from: state + "/identity.key", difficulty: LoopbackNetwork.powBits)
+        let e = try await net.startRenter(state: state, identity: identity)
+        for id in interrupted { #expect(try e.database.segment(id) == nil) }
+        for (id, length, hash) in durable {
+            let bytes = try await e.segments.read(id, offset: 0, length: length)
+            #expect(Blake2b.hash256(bytes).hex == hash)
+        }
+        // Redoing an interrupted upload works.
+        if let redo = interrupted.first {
+            let d = pseudoRandomBytes(3 << 20, seed: 77)
+            try await e.segments.put(redo, bytes: d)
+            #expect(try await e.segments.read(redo, offset: 0, length: d.count) == d)
+        }
+        await e.stop()
+    }
 }

@@ -27,6 +27,8 @@ struct NetworkBench: AsyncParsableCommand {
     @Option(help: "Segments uploaded at once.") var parallel = 2
     @Option(help: "Chunk reads in flight during the download.") var readers = 8
     @Option(help: "Use this network (HOST:PORT of a seed) instead of starting one.") var bootstrap: String?
+    @Option(help: "Contract directly with these farmers (HOST:PORT of their transfer endpoints, comma separated) instead of through the market.")
+    var farmer: [String] = []
     @Option(help: "Renter state folder (default: a temporary one).") var state: String?
     @Option(help: "Seed of the generated data.") var seed: UInt64 = 1
     @Flag(help: "Stop after the upload.") var uploadOnly = false
@@ -50,6 +52,7 @@ struct NetworkBench: AsyncParsableCommand {
         var children: [BenchChild] = []
         defer { for c in children { c.kill() } }
         let seedAddress: String
+        var spawnedDirect: [String] = []
         if let bootstrap {
             seedAddress = bootstrap
         } else {
@@ -64,7 +67,11 @@ struct NetworkBench: AsyncParsableCommand {
                 children.append(try BenchChild(exe, ["farm", "--storage", dir, "--capacity", capacity,
                                                      "--listen", "127.0.0.1:0", "--bootstrap", seedAddress]))
             }
-            for c in children.dropFirst() { _ = try c.field("tcp", timeout: 60) }
+            for c in children.dropFirst() {
+                let tcp = try c.field("tcp", timeout: 60)
+                // Farmers that do not bid in the market (no udp= address) get direct contracts.
+                if (try? c.field("udp", timeout: 0.01)) == nil { spawnedDirect.append(tcp) }
+            }
         }
 
         // The renter.
@@ -76,8 +83,12 @@ struct NetworkBench: AsyncParsableCommand {
                                      maxPricePerAudit: 1_000, auditInterval: 3_600)
         config.targetContracts = max(scheme.n + 2, min(farmers, 12))
         let identity = try NodeIdentity.loadOrCreate(at: stateDir + "/identity.key", difficulty: config.difficulty)
-        let engine = try await RenterEngine.start(stateDirectory: stateDir, identity: identity, bootstrap: [seedAddress],
-                                                  configuration: config, contractTimeout: 120)
+        let direct = farmer.flatMap { $0.split(separator: ",").map(String.init) } + spawnedDirect
+        let engine = direct.isEmpty
+            ? try await RenterEngine.start(stateDirectory: stateDir, identity: identity, bootstrap: [seedAddress],
+                                           configuration: config, contractTimeout: 120)
+            : try await RenterEngine.start(stateDirectory: stateDir, identity: identity, farmers: direct,
+                                           configuration: config, contractTimeout: 120)
         let keys = RenterKeys(master: Blake2b.hash256(withUnsafeBytes(of: seed.littleEndian) { Array($0) }).bytes)
         let sealer = keys.chunkSealer()
 
