@@ -218,4 +218,33 @@ struct RealNetworkTests {
         }
         await e.stop()
     }
+
+    @Test(.timeLimit(.minutes(3)))
+    func backgroundLoopAuditsPaysAndRepairsOnItsOwn() async throws {
+        let net = try LoopbackNetwork(farmers: 10)
+        let e = try await net.startRenter {
+            $0.runBackgroundLoops = true
+            $0.maintenanceInterval = 0.3
+            $0.terms.auditInterval = 1
+        }
+        let d = pseudoRandomBytes(2 << 20, seed: 300)
+        let id = SegmentID.random()
+        try await e.segments.put(id, bytes: d)
+        let bad = try e.database.pieces(of: id).first { $0.state == .stored }!.farmer
+        // Audits run and pay by themselves.
+        let deadline = Date().addingTimeInterval(60)
+        while e.status().totalPaid == 0 && Date() < deadline { try await Task.sleep(nanoseconds: 200_000_000) }
+        #expect(e.status().totalPaid > 0)
+        _ = try net.corruptPieces(of: bad)
+        while Date() < deadline {
+            let repaired = try Self.healthy(e, id) >= 7
+                && !(try e.database.pieces(of: id)).contains { $0.farmer == bad && $0.state == .stored }
+            if e.farmers.isDisqualified(bad) && repaired { break }
+            try await Task.sleep(nanoseconds: 200_000_000)
+        }
+        #expect(e.farmers.isDisqualified(bad))
+        #expect(try Self.healthy(e, id) >= 7)
+        #expect(try await e.segments.read(id, offset: 0, length: d.count) == d)
+        await e.stop()
+    }
 }
