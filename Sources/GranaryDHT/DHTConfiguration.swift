@@ -27,7 +27,7 @@ public struct DHTConfiguration: Sendable {
     /// the average degree is about twice this).
     public var pubsubDegree = 3
     /// Pub/sub: how often filters are exchanged with neighbours.
-    public var filterExchangeInterval: Duration = .seconds(15)
+    public var filterExchangeInterval: Duration = .seconds(30)
     /// Pub/sub: hops a publication may travel.
     public var publishHopLimit = 12
     /// Bids: delivery attempts to the renter.
@@ -40,7 +40,7 @@ public struct DHTConfiguration: Sendable {
         var c = DHTConfiguration()
         c.difficulty = difficulty
         c.requestTimeout = .milliseconds(700)
-        c.filterExchangeInterval = .milliseconds(300)
+        c.filterExchangeInterval = .seconds(5)
         c.refreshInterval = .seconds(600)
         c.saveInterval = .seconds(2)
         return c

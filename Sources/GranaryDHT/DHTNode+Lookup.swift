@@ -24,7 +24,7 @@ extension DHTNode {
     /// round asks every remaining one of the k closest at once. Ends when the
     /// k closest have all answered (or failed), or when the node or record
     /// sought has been found.
-    func lookup(target: Hash256, mode: LookupMode) async -> LookupOutcome {
+    func lookup(target: Hash256, mode: LookupMode, maxRounds: Int = .max) async -> LookupOutcome {
         var outcome = LookupOutcome()
         var shortlist: [Hash256: DHTContact] = [:]
         for c in table.closest(to: target, count: configuration.k) { shortlist[c.id] = c }
@@ -39,7 +39,7 @@ extension DHTNode {
                 .prefix(configuration.k).filter { !queried.contains($0.id) }
         }
 
-        while !stopped {
+        while !stopped && outcome.statistics.rounds < maxRounds {
             let pending = candidates()
             if pending.isEmpty { break }
             let wave = widen ? pending : Array(pending.prefix(configuration.alpha))
@@ -116,13 +116,17 @@ extension DHTNode {
         await lookup(target: target, mode: .closest).closest
     }
 
+    /// A refresh only needs a few contacts in the bucket, not the k closest
+    /// to a random point: two rounds of α queries find them.
+    static let refreshRounds = 2
+
     /// Looks up a random ID in every bucket that saw no traffic for the
     /// refresh interval.
     func refreshBuckets() async {
         for b in table.bucketsNeedingRefresh(olderThan: configuration.refreshInterval) {
             guard !stopped else { return }
             table.touch(bucket: b)
-            _ = await lookup(target: table.randomID(inBucket: b), mode: .closest)
+            _ = await lookup(target: table.randomID(inBucket: b), mode: .closest, maxRounds: Self.refreshRounds)
         }
     }
 }

@@ -44,12 +44,13 @@ extension DHTNode {
     public func subscribe(topics: [String], handler: @escaping @Sendable (ContractOffer) -> Void) -> SubscriptionToken {
         nextSubscriptionID += 1
         subscriptions[nextSubscriptionID] = Subscription(topics: Set(topics), handler: handler)
-        Task { await self.exchangeFilters() }
+        scheduleFilterPush()
         return SubscriptionToken(id: nextSubscriptionID)
     }
 
     public func unsubscribe(_ token: SubscriptionToken) {
         subscriptions[token.id] = nil
+        scheduleFilterPush()
     }
 
     var ownTopics: Set<String> { subscriptions.values.reduce(into: Set<String>()) { $0.formUnion($1.topics) } }
@@ -66,13 +67,29 @@ extension DHTNode {
     }
 
     func noteNeighbourFilter(_ c: DHTContact, _ filter: AttenuatedBloomFilter, chosenByUs: Bool) {
-        let ours = neighbours[c.id]?.chosenByUs ?? false
-        neighbours[c.id] = PubSubNeighbour(contact: c, filter: filter, lastHeard: .now, chosenByUs: ours || chosenByUs)
+        let previous = neighbours[c.id]
+        neighbours[c.id] = PubSubNeighbour(contact: c, filter: filter, lastHeard: .now,
+                                           chosenByUs: (previous?.chosenByUs ?? false) || chosenByUs)
+        // What we show others depends on this filter's first two levels:
+        // when they changed, push our filters soon instead of at the next tick.
+        if previous?.filter.levels.prefix(2) != filter.levels.prefix(2) { scheduleFilterPush() }
+    }
+
+    /// Pushes filters to every neighbour shortly (coalescing bursts of changes),
+    /// so a subscription reaches nodes three hops away within a few round trips.
+    func scheduleFilterPush() {
+        guard !filterPushScheduled, !stopped else { return }
+        filterPushScheduled = true
+        Task {
+            try? await Task.sleep(for: .milliseconds(50))
+            self.filterPushScheduled = false
+            await self.exchangeFilters(includingTheirChoices: true)
+        }
     }
 
     /// Keeps `pubsubDegree` chosen neighbours (random contacts of the
     /// routing table), forgets silent ones, and swaps filters with the chosen.
-    func exchangeFilters() async {
+    func exchangeFilters(includingTheirChoices: Bool = false) async {
         guard !stopped else { return }
         let silence = configuration.filterExchangeInterval * 4
         let now = ContinuousClock.now
@@ -89,8 +106,9 @@ extension DHTNode {
                 }
             }
         }
+        let targets = includingTheirChoices ? neighbours.values.map(\.contact) : chosen
         await withTaskGroup(of: Void.self) { group in
-            for c in chosen {
+            for c in targets {
                 var m = Granary_DhtFilterExchange()
                 m.levels = attenuatedFilter(for: c.id).levels.map { Data($0.bytes) }
                 group.addTask {
@@ -107,7 +125,7 @@ extension DHTNode {
             neighbours[c.id] = nil  // silent or malformed: pick another next time
             return
         }
-        noteNeighbourFilter(c, filter, chosenByUs: true)
+        noteNeighbourFilter(c, filter, chosenByUs: false)
     }
 
     /// Publishes a signed offer on its topics. Returns the PUBLISH datagrams

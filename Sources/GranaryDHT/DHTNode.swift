@@ -47,6 +47,7 @@ public actor DHTNode {
     var nextSubscriptionID = 0
     var neighbours: [Hash256: PubSubNeighbour] = [:]
     var seenPublications: [Hash256: ContinuousClock.Instant] = [:]
+    var filterPushScheduled = false
 
     // Bid collectors by offer ID (see DHTNode+Bids.swift).
     var bidCollectors: [Hash256: @Sendable (Bid) -> Void] = [:]
@@ -160,7 +161,10 @@ public actor DHTNode {
         // Fill the far buckets: one lookup per bucket above our closest neighbour.
         if let nearest = table.closest(to: id, count: 1).first {
             let deepest = table.bucketIndex(for: nearest.id)
-            for b in 0..<min(deepest, 12) { _ = await lookup(target: table.randomID(inBucket: b), mode: .closest) }
+            for b in 0..<min(deepest, 16) {
+                table.touch(bucket: b)
+                _ = await lookup(target: table.randomID(inBucket: b), mode: .closest, maxRounds: Self.refreshRounds)
+            }
         }
         tableDirty = true
         logger.debug("joined the DHT: \(table.count) contacts")

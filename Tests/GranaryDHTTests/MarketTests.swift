@@ -1,0 +1,46 @@
+import Foundation
+import GranaryCore
+import GranaryDHT
+import Testing
+
+@Suite(.serialized) struct MarketTests {
+    @Test(.timeLimit(.minutes(1))) func renterCollectsAndRanksBidsFromMatchingFarmers() async throws {
+        let net = try await LocalDHTNetwork.start(count: 12, configuration: testConfiguration())
+        let renter = net.nodes[0]
+        // Farmers with different asking prices; one too expensive, one too small,
+        // one that refuses long contracts.
+        let specs: [(price: UInt64, capacity: UInt64, maxDays: UInt64)] = [
+            (80, 100 << 30, 365), (40, 100 << 30, 365), (60, 100 << 30, 365),
+            (500, 100 << 30, 365), (30, 1 << 30, 365), (20, 100 << 30, 7),
+        ]
+        var agents: [BidAgent] = []
+        for (i, s) in specs.enumerated() {
+            let agent = BidAgent(node: net.nodes[i + 2],
+                                 policy: BidPolicy(minPricePerAudit: s.price, capacityBytes: s.capacity, maxDurationSeconds: s.maxDays * 86_400),
+                                 transferHost: "127.0.0.1", transferPort: 7100 + i)
+            await agent.start()
+            agents.append(agent)
+        }
+        try await Task.sleep(for: .seconds(2))  // filters spread
+        let favourite = net.nodes[2 + 0].id     // asks 80, but the renter trusts it
+        let market = ContractMarket(node: renter, reputation: { $0 == favourite ? 1.0 : 0.5 })
+        let terms = OfferTerms(allowanceBytes: 8 << 30, durationSeconds: 30 * 86_400, maxPricePerAudit: 100, auditIntervalSeconds: 3600)
+        let bids = try await market.requestBids(terms, window: .seconds(2))
+        #expect(bids.map(\.pricePerAudit) == [80, 40, 60], "got \(bids.map(\.pricePerAudit))")
+        #expect(bids.first?.farmerID == favourite)
+        for b in bids {
+            let i = Int(b.transferPort) - 7100
+            #expect(b.farmerID == net.nodes[i + 2].id && b.farmerKey == net.nodes[i + 2].identity.publicKey)
+            #expect(b.transferHost == "127.0.0.1")
+        }
+        // Without the reputation edge: cheapest first.
+        let plain = ContractMarket(node: renter)
+        #expect(try await plain.requestBids(terms, window: .seconds(2)).map(\.pricePerAudit) == [40, 60, 80])
+        // A bid for an offer no longer collecting is refused.
+        let late = try Bid(offerID: .random(), farmer: net.nodes[3].identity, contact: net.nodes[3].contact,
+                           transferHost: "127.0.0.1", transferPort: 7101, pricePerAudit: 1, freeCapacityBytes: 1 << 40)
+        #expect(await net.nodes[3].sendBid(late, to: renter.contact) == false)
+        for a in agents { await a.stop() }
+        await net.stopAll()
+    }
+}
