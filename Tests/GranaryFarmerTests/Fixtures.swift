@@ -50,7 +50,7 @@ func newRenter() -> NodeIdentity { NodeIdentity.generate(difficulty: testDifficu
 func now() -> UInt64 { UInt64(Date().timeIntervalSince1970) }
 
 /// A contract proposal from `renter` to `farmer`.
-func proposal(renter: NodeIdentity, farmer: Hash256, allowance: UInt64 = 32 << 20, duration: UInt64 = 3600,
+func proposal(renter: NodeIdentity, farmer: Hash256, allowance: UInt64 = 4 << 20, duration: UInt64 = 3600,
               price: UInt64 = 10, id: Hash256 = .random(), revision: UInt64 = 0, channel: Hash256? = nil) throws -> ContractProposal {
     let start = now()
     return try Contract(id: id, revision: revision, renterID: renter.id, farmerID: farmer, allowanceBytes: allowance,
@@ -78,7 +78,7 @@ func testBytes(_ count: Int, seed: UInt64) -> [UInt8] {
 /// A blocking TCP connection speaking raw frames, for tests that must send
 /// what a well-behaved client never would.
 final class RawConnection {
-    let fd: Int32
+    private(set) var fd: Int32
     var buffer = ByteBuffer()
     let parser = FrameParser()
     var cipher: SessionCipher?
@@ -95,7 +95,12 @@ final class RawConnection {
         guard rc == 0 else { throw TestSupportError.exited("connect failed: \(errno)") }
     }
 
-    deinit { close(fd) }
+    deinit { closeNow() }
+
+    /// Closes the socket (once: a second close could hit a reused descriptor).
+    func closeNow() {
+        if fd >= 0 { close(fd); fd = -1 }
+    }
 
     func send(_ bytes: [UInt8]) {
         var done = 0

@@ -103,7 +103,7 @@ public final class TransferServer: Sendable {
     }
 
     static func describe(_ error: any Error) -> String {
-        (error as CustomStringConvertible).description
+        String(describing: error)
     }
 }
 

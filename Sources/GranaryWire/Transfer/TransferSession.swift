@@ -25,9 +25,9 @@ public final class TransferSession {
         self.maxFrameLength = maxFrameLength
     }
 
-    /// Seals and sends one control message.
+    /// Seals and sends one control message. Works after an inbound failure
+    /// too, so a farmer can say why it ends the session.
     nonisolated(nonsending) public func send<M: SwiftProtobuf.Message>(_ message: M) async throws {
-        if let failure { throw failure }
         let bytes: [UInt8] = try message.serializedBytes()
         guard bytes.count + 17 <= maxFrameLength else {
             throw SessionError.unexpectedFrame("control message of \(bytes.count) bytes exceeds the frame maximum")
