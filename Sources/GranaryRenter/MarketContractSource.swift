@@ -59,6 +59,14 @@ public final class MarketContractSource: ContractSource {
 }
 
 extension RenterEngine {
+    /// `start(stateDirectory:identity:bootstrap:configuration:)` with the
+    /// default configuration and the given redundancy scheme.
+    public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],
+                             scheme: RedundancyScheme) async throws -> RenterEngine {
+        try await start(stateDirectory: stateDirectory, identity: identity, bootstrap: bootstrap,
+                        configuration: RenterConfiguration(scheme: scheme))
+    }
+
     /// Starts a renter on a real network: its DHT node (joined through
     /// `bootstrap`, HOST:PORT of any node such as a seed), the transfer
     /// link, network.db under `stateDirectory`, and a contract pool filled

@@ -1,5 +1,6 @@
 import Foundation
 import GranaryCore
+import GranaryDHT
 import GranaryRenter
 import GranaryTestSupport
 
@@ -20,9 +21,13 @@ final class LoopbackNetwork: @unchecked Sendable {
     let seed: ChildProcess
     let seedAddress: String
     private(set) var farmers: [Farmer] = []
-    /// Whether the farmers joined the DHT (their line names a udp= address):
-    /// then contracts come from the market, else directly over TCP.
+    /// Whether the farmers joined the DHT themselves (their line names a
+    /// udp= address). When they do not, `startBidders` runs each farmer's
+    /// market half in this process: a DHT node with the farmer's own key
+    /// (from its storage folder) and a BidAgent pointing at its TCP port, so
+    /// renters still find farmers only through the market.
     private(set) var farmersJoinMarket = false
+    private var bidders: [Hash256: (DHTNode, BidAgent)] = [:]
 
     static func field(_ name: String, in line: String) -> String? {
         for part in line.split(separator: " ") where part.hasPrefix(name + "=") {
@@ -52,6 +57,32 @@ final class LoopbackNetwork: @unchecked Sendable {
     }
 
     func farmer(_ id: Hash256) -> Farmer? { farmers.first { $0.node == id } }
+
+    func startBidders() async throws {
+        guard !farmersJoinMarket, bidders.isEmpty else { return }
+        let seed = DHTAddress(seedAddress)!
+        for f in farmers {
+            let identity = try NodeIdentity.load(from: f.storage + "/identity.key", difficulty: Self.powBits)
+            let node = try await DHTNode.start(identity: identity, listen: DHTAddress(host: "127.0.0.1", port: 0), bootstrap: [seed],
+                                               configuration: .fastForTests(difficulty: Self.powBits))
+            let (host, port) = (String(f.tcp.split(separator: ":")[0]), Int(f.tcp.split(separator: ":")[1])!)
+            let agent = BidAgent(node: node, policy: BidPolicy(minPricePerAudit: 1, capacityBytes: 4 << 30, maxDurationSeconds: 366 * 86_400),
+                                 transferHost: host, transferPort: port)
+            await agent.start()
+            bidders[f.node] = (node, agent)
+        }
+    }
+
+    /// SIGKILLs a farmer (and its market half).
+    func kill(_ id: Hash256) async {
+        farmer(id)?.process.kill()
+        if let (node, agent) = bidders.removeValue(forKey: id) { await agent.stop(); await node.stop() }
+    }
+
+    func stopBidders() async {
+        for (_, (node, agent)) in bidders { await agent.stop(); await node.stop() }
+        bidders.removeAll()
+    }
 
     /// Flips bytes in every piece file of a farmer (its pieces/ folder).
     func corruptPieces(of id: Hash256) throws -> Int {
@@ -96,11 +127,8 @@ final class LoopbackNetwork: @unchecked Sendable {
         var c = Self.renterConfiguration()
         tweak(&c)
         let id = identity ?? NodeIdentity.generate(difficulty: Self.powBits)
-        if farmersJoinMarket {
-            return try await RenterEngine.start(stateDirectory: state ?? dir.sub("renter"), identity: id, bootstrap: [seedAddress],
-                                                configuration: c, contractTimeout: 60)
-        }
-        return try await RenterEngine.start(stateDirectory: state ?? dir.sub("renter"), identity: id, farmers: farmers.map(\.tcp),
+        try await startBidders()
+        return try await RenterEngine.start(stateDirectory: state ?? dir.sub("renter"), identity: id, bootstrap: [seedAddress],
                                             configuration: c, contractTimeout: 60)
     }
 }

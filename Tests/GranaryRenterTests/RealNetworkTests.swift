@@ -34,7 +34,7 @@ struct RealNetworkTests {
         let holders = try ids.map { Set(try e.database.pieces(of: $0).filter { $0.state == .stored }.map(\.farmer)) }
         let victims = Array(holders[0].intersection(holders[1]).sorted().prefix(3))
         #expect(victims.count == 3)
-        for v in victims { net.farmer(v)!.process.kill() }
+        for v in victims { await net.kill(v) }
         for (id, d) in zip(ids, data) {
             #expect(try await e.segments.read(id, offset: 0, length: d.count) == d)
             #expect(try await e.segments.read(id, offset: 1_000_000, length: 5000) == Array(d[1_000_000..<1_005_000]))
@@ -52,9 +52,10 @@ struct RealNetworkTests {
         let holders2 = try ids.map { Set(try e.database.pieces(of: $0).filter { $0.state == .stored }.map(\.farmer)) }
         let more = Array(holders2[0].intersection(holders2[1]).intersection(alive).sorted().prefix(3))
         #expect(more.count == 3)
-        for v in more { net.farmer(v)!.process.kill() }
+        for v in more { await net.kill(v) }
         for (id, d) in zip(ids, data) { #expect(try await e.segments.read(id, offset: 0, length: d.count) == d) }
         await e.stop()
+        await net.stopBidders()
     }
 
     @Test(.timeLimit(.minutes(4)))
@@ -106,6 +107,7 @@ struct RealNetworkTests {
         await e.contracts.maintain()
         #expect(e.status().contracts.contains { $0.farmer == bad.hex && $0.state == "released" })
         await e.stop()
+        await net.stopBidders()
     }
 
     @Test(.timeLimit(.minutes(3)))
@@ -123,6 +125,7 @@ struct RealNetworkTests {
         #expect(try Self.healthy(e, id) >= 7)
         #expect(try await e.segments.read(id, offset: 0, length: d.count) == d)
         await e.stop()
+        await net.stopBidders()
     }
 
     @Test(.timeLimit(.minutes(3)))
@@ -142,6 +145,7 @@ struct RealNetworkTests {
         #expect(try e.database.pieces(of: id).isEmpty)
         #expect(e.status().contracts.allSatisfy { $0.used == 0 })
         await e.stop()
+        await net.stopBidders()
     }
 
     @Test(.timeLimit(.minutes(3)))
@@ -175,6 +179,7 @@ struct RealNetworkTests {
             #expect(try await e.segments.read(id, offset: 0, length: d.count) == d)
         }
         await e.stop()
+        await net.stopBidders()
     }
 
     @Test(.timeLimit(.minutes(3)))
@@ -217,6 +222,7 @@ struct RealNetworkTests {
             #expect(try await e.segments.read(redo, offset: 0, length: d.count) == d)
         }
         await e.stop()
+        await net.stopBidders()
     }
 
     @Test(.timeLimit(.minutes(3)))
@@ -246,5 +252,6 @@ struct RealNetworkTests {
         #expect(try Self.healthy(e, id) >= 7)
         #expect(try await e.segments.read(id, offset: 0, length: d.count) == d)
         await e.stop()
+        await net.stopBidders()
     }
 }
