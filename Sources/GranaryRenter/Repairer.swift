@@ -18,12 +18,13 @@ public struct RepairReport: Sendable, Hashable, Codable {
 /// rebuilds pieces onto new farmers from any k healthy ones, until the
 /// segment has s healthy pieces again; then releases the pieces that no
 /// longer count. A piece is healthy when its farmer is neither
-/// disqualified nor offline for longer than the grace.
+/// disqualified nor offline for longer than the grace, and its contract
+/// is active and not past its end.
 ///
 /// Trigger: fewer than r healthy pieces, as in Storj; and also fewer than
-/// s when some piece sits on a disqualified farmer, since such a piece
-/// never comes back (an offline farmer may, so only the r threshold waits
-/// for it). One segment at a time, and no faster than
+/// s when some piece sits on a disqualified farmer or a dead contract,
+/// since such a piece never comes back (an offline farmer may, so only the
+/// r threshold waits for it). One segment at a time, and no faster than
 /// `repairBytesPerSecond`, so repair never starves user traffic.
 public final class Repairer: Sendable {
     let db: NetworkDatabase
@@ -37,11 +38,24 @@ public final class Repairer: Sendable {
         self.db = db; self.book = book; self.store = store; self.config = config
     }
 
+    /// Contracts whose pieces still count: active and not past their end
+    /// (a farmer drops an expired contract's pieces).
+    func liveContracts() -> Set<Hash256> {
+        let now = Date()
+        return Set(((try? db.contracts()) ?? []).filter { $0.record.end > now }.map(\.record.id))
+    }
+
+    /// A piece counts toward its segment's health when it is stored, its
+    /// farmer is neither disqualified nor long offline, and its contract lives.
+    func isHealthy(_ p: PieceRow, live: Set<Hash256>) -> Bool {
+        p.state == .stored && book.isHealthy(p.farmer) && live.contains(p.contract)
+    }
+
     /// Whether a segment needs repair, and how many healthy pieces it has.
-    func needsRepair(_ seg: SegmentRow, pieces: [PieceRow]) -> (needs: Bool, healthy: Set<Int>) {
+    func needsRepair(_ seg: SegmentRow, pieces: [PieceRow], live: Set<Hash256>) -> (needs: Bool, healthy: Set<Int>) {
         let stored = pieces.filter { $0.state == .stored }
-        let healthy = Set(stored.filter { book.isHealthy($0.farmer) }.map(\.index))
-        let onDisqualified = stored.contains { book.isDisqualified($0.farmer) }
+        let healthy = Set(stored.filter { isHealthy($0, live: live) }.map(\.index))
+        let onDisqualified = stored.contains { book.isDisqualified($0.farmer) || !live.contains($0.contract) }
         let needs = healthy.count < seg.scheme.r || (onDisqualified && healthy.count < seg.scheme.s)
         return (needs, healthy)
     }
@@ -57,11 +71,12 @@ public final class Repairer: Sendable {
     private func pass() async -> RepairReport {
         var report = RepairReport()
         guard let segments = try? db.segments(state: .durable) else { return report }
+        let live = liveContracts()
         let started = Date()
         for seg in segments {
             report.segmentsChecked += 1
             guard let pieces = try? db.pieces(of: seg.id) else { continue }
-            let (needs, healthy) = needsRepair(seg, pieces: pieces)
+            let (needs, healthy) = needsRepair(seg, pieces: pieces, live: live)
             guard needs else { continue }
             do {
                 let (rebuilt, moved) = try await repair(seg, pieces: pieces, healthy: healthy)
@@ -120,7 +135,8 @@ public final class Repairer: Sendable {
         }
         // Release pieces that no longer count (disqualified or offline farmers).
         let nowPieces = try db.pieces(of: seg.id)
-        let keep = Set(nowPieces.filter { $0.state == .stored && book.isHealthy($0.farmer) }.map(\.pieceID))
+        let live = liveContracts()
+        let keep = Set(nowPieces.filter { isHealthy($0, live: live) }.map(\.pieceID))
         if keep.count >= scheme.s || Set(nowPieces.filter { keep.contains($0.pieceID) }.map(\.index)).count >= scheme.s {
             try db.releasePieces(of: seg.id, keeping: keep)
         }

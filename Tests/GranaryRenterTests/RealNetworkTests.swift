@@ -254,4 +254,26 @@ struct RealNetworkTests {
         await e.stop()
         await net.stopBidders()
     }
+
+    @Test(.timeLimit(.minutes(3)))
+    func contractsAreRenewedBeforeExpiryAndKeepTheirPieces() async throws {
+        let net = try LoopbackNetwork(farmers: 8)
+        let e = try await net.startRenter {
+            $0.terms.duration = 600
+            $0.renewWhenRemaining = 0.999   // due at once
+        }
+        let d = pseudoRandomBytes(1 << 20, seed: 400)
+        let id = SegmentID.random()
+        try await e.segments.put(id, bytes: d)
+        let before = Dictionary(e.status().contracts.map { ($0.id, $0.end) }, uniquingKeysWith: { a, _ in a })
+        try await Task.sleep(nanoseconds: 1_100_000_000)   // contract times are whole seconds
+        await e.contracts.maintain()
+        let after = e.status().contracts
+        #expect(after.count == before.count)
+        #expect(after.allSatisfy { $0.state == "active" && $0.end > before[$0.id]! })
+        #expect(await e.audits.auditAll().allSatisfy { $0.verdict == .pass })
+        #expect(try await e.segments.read(id, offset: 0, length: d.count) == d)
+        await e.stop()
+        await net.stopBidders()
+    }
 }
