@@ -18,8 +18,10 @@ public struct RenterConfiguration: Sendable {
     public var minimumTransferRate: Double = 1_048_576
     /// A read served from data pieces widens to k + 1 pieces when they have
     /// not all arrived after base + bytes / rate seconds (hedged request).
-    public var readHedgeBase: Double = 0.5
-    public var readHedgeRate: Double = 20_000_000
+    /// Widening a one-piece read costs k times its bytes, so the delay is
+    /// generous: it is for a stuck farmer, not a busy machine.
+    public var readHedgeBase: Double = 2
+    public var readHedgeRate: Double = 5_000_000
     /// Deadline for small requests (audit, delete, voucher, renewal).
     public var requestTimeout: Double = 10
     /// A farmer failing every contact for this long counts as offline: its
