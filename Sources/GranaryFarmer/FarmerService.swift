@@ -172,10 +172,9 @@ struct FarmerService: Sendable {
         var ready = Granary_StoreReady(); ready.pieceID = m.pieceID
         try await session.send(Self.response(id, .storeReady(ready)))
         while upload.remaining > 0 {
-            let chunk = try await session.receiveData()
-            try chunk.withUnsafeReadableBytes { bytes throws(FarmerError) in try upload.append(bytes) }
+            try await upload.append(session.receiveData())
         }
-        try upload.finish(now: clock.now())
+        try await upload.finish(now: clock.now())
         log.info("piece stored", metadata: ["piece": "\(pieceID.short)", "contract": "\(contractID.short)", "size": "\(m.size)"])
         var stored = Granary_PieceStored()
         stored.pieceID = m.pieceID; stored.size = m.size; stored.contractBytesUsed = store.bytesUsed(byContract: contractID)

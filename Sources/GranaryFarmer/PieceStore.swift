@@ -4,6 +4,7 @@ import GranaryCore
 import GranaryWire
 import Logging
 import NIOCore
+import NIOPosix
 
 /// A piece as the index knows it.
 public struct PieceRecord: Sendable, Equatable {
@@ -392,32 +393,34 @@ final class PieceUpload {
 
     var remaining: UInt64 { size - received }
 
-    /// Hashes and writes the next bytes; never more than announced.
-    func append(_ bytes: UnsafeRawBufferPointer) throws(FarmerError) {
-        guard UInt64(bytes.count) <= remaining else {
+    /// Hashes and writes the next bytes; never more than announced. The
+    /// write (which can block on a slow disk) runs on NIO's blocking-I/O
+    /// thread pool while this task hashes the same bytes, so the Swift
+    /// cooperative threads never wait for the disk.
+    func append(_ chunk: ByteBuffer) async throws(FarmerError) {
+        guard UInt64(chunk.readableBytes) <= remaining else {
             throw FarmerError(.protocolViolation, "more bytes than the \(size) announced for piece \(piece.short)")
         }
-        builder.append(bytes)
-        var done = 0
-        while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 { if errno == EINTR { continue }; throw FarmerError(.internal, "writing piece: \(String(cString: strerror(errno)))") }
-            done += n
-        }
-        received += UInt64(bytes.count)
+        let fd = self.fd, offset = off_t(received)
+        let write = Task { try await NIOThreadPool.singleton.runIfActive { try pwriteAll(fd, chunk, at: offset) } }
+        chunk.withUnsafeReadableBytes { builder.append($0) }
+        do { try await write.value } catch let e as FarmerError { throw e } catch { throw .internal("writing piece", error) }
+        received += UInt64(chunk.readableBytes)
     }
 
-    /// Checks the root, fsyncs, moves the piece into place and indexes it.
-    /// On a root mismatch nothing is kept.
-    func finish(now: UInt64) throws(FarmerError) {
+    /// Checks the root, fsyncs (on the blocking-I/O pool), moves the piece
+    /// into place and indexes it. On a root mismatch nothing is kept.
+    func finish(now: UInt64) async throws(FarmerError) {
         defer { abort() }
         precondition(remaining == 0)
         let tree = builder.finish()
         guard tree.root == root else {
             throw FarmerError(.rootMismatch, "piece \(piece.short): bytes hash to \(tree.root.short), not the declared root \(root.short); nothing kept")
         }
-        guard fsync(fd) == 0 else { throw FarmerError(.internal, "fsync of piece failed: \(String(cString: strerror(errno)))") }
-        close(fd); fd = -1
+        let fd = self.fd
+        let synced = (try? await NIOThreadPool.singleton.runIfActive { fsync(fd) == 0 ? 0 : errno }) ?? EIO
+        guard synced == 0 else { throw FarmerError(.internal, "fsync of piece failed: \(String(cString: strerror(synced)))") }
+        close(fd); self.fd = -1
         try store.commit(self, tree: tree, now: now)
         done = true
     }
@@ -429,4 +432,16 @@ final class PieceUpload {
     }
 
     deinit { abort() }
+}
+
+/// Writes all of `chunk` at `offset` (runs on the blocking-I/O pool).
+private func pwriteAll(_ fd: Int32, _ chunk: ByteBuffer, at offset: off_t) throws {
+    try chunk.withUnsafeReadableBytes { bytes in
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, offset + off_t(done))
+            if n < 0 { if errno == EINTR { continue }; throw FarmerError(.internal, "writing piece: \(String(cString: strerror(errno)))") }
+            done += n
+        }
+    }
 }

@@ -3,6 +3,7 @@ import GranaryContracts
 import GranaryCore
 import GranaryTestSupport
 import GranaryWire
+import NIOCore
 import Testing
 
 @Suite(.serialized, .timeLimit(.minutes(3)))
@@ -62,5 +63,33 @@ struct RoundTripTests {
         await client.close()
         await client2.close()
         farmer.process.stop()
+    }
+
+    /// SIGTERM mid-upload: the farmer stops cleanly, and the half-sent piece
+    /// is neither indexed nor left on disk.
+    @Test func sigtermShutsDownCleanly() async throws {
+        let dir = TemporaryDirectory()
+        let storage = dir.sub("farm")
+        let farmer = try FarmerProcess(storage: storage, extra: ["--status-interval", "0.2"])
+        try farmer.waitForLog("bytes_used=0")  // the periodic status line
+        let renter = newRenter()
+        let raw = try RawConnection(port: farmer.port)
+        try raw.handshake(identity: renter, expected: farmer.nodeID)
+        var propose = Granary_ProposeContract()
+        let p = try proposal(renter: renter, farmer: farmer.nodeID)
+        propose.contract = p.envelope
+        try raw.sendRequest(request(1, .proposeContract(propose)))
+        _ = try raw.receiveResponse()
+        var store = Granary_StorePiece()
+        store.contractID = Data(p.contract.id.bytes); store.pieceID = Data(Hash256.random().bytes)
+        store.size = 1 << 20; store.merkleRoot = Data(Hash256.random().bytes)
+        try raw.sendRequest(request(2, .storePiece(store)))
+        #expect(try raw.receiveResponse()?.storeReady.pieceID == store.pieceID)
+        raw.send(Frame(type: .data, payload: ByteBuffer(bytes: testBytes(1000, seed: 3))))
+        try await Task.sleep(for: .milliseconds(200))
+        farmer.process.signal(SIGTERM)
+        #expect(try farmer.process.waitForExit(timeout: 10) == 0)
+        #expect(farmer.logged("shutting down") && farmer.logged("farmer stopped"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: storage + "/tmp").isEmpty)
     }
 }

@@ -242,6 +242,7 @@ public actor TransferClient {
                 throw TransferError.badProof("bytes of piece \(pieceID.short) do not match its Merkle root")
             }
             let lo = range.lowerBound - start
+            if lo == 0 && range.count == data.count { return data }  // leaf-aligned: no copy
             return Array(data[lo..<(lo + range.count)])
         }
     }
