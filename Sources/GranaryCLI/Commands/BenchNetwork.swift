@@ -1,0 +1,302 @@
+import ArgumentParser
+import Foundation
+import GranaryCore
+import GranaryRenter
+import Logging
+
+/// `granary bench network`: 1 GiB of random data through the renter engine
+/// and 10 farmer processes on loopback. Upload = seal 4 MiB chunks, pack
+/// them into segments, erasure code, hash, upload until durable; cold
+/// download = read every chunk back from the farmers (verified ranges) and
+/// open it. Baseline from the same run: writing the same amount to a local
+/// file in 1 MiB blocks with fsync at the end (`dd bs=1M conv=fsync`).
+/// Rates are MB/s (10^6 bytes) of plaintext.
+///
+/// With --bootstrap it uses an existing network instead of starting one;
+/// with --upload-only it stops after the upload, printing one line per
+/// durable segment (tests kill it mid-upload to check crash recovery).
+struct NetworkBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "network", abstract: "Upload and cold download through farmer processes on loopback, next to a local copy.")
+
+    @Flag(help: "Print one JSON object.") var json = false
+    @Option(help: "MiB of data.") var size = 1024
+    @Option(help: "Farmer processes to start.") var farmers = 10
+    @Option(help: "Redundancy k/r/s/n.") var scheme = "4/5/7/8"
+    @Option(help: "Segment size in MiB (at most 64).") var segment = 64
+    @Option(help: "Segments uploaded at once.") var parallel = 2
+    @Option(help: "Chunk reads in flight during the download.") var readers = 8
+    @Option(help: "Use this network (HOST:PORT of a seed) instead of starting one.") var bootstrap: String?
+    @Option(help: "Contract directly with these farmers (HOST:PORT of their transfer endpoints, comma separated) instead of through the market.")
+    var farmer: [String] = []
+    @Option(help: "Renter state folder (default: a temporary one).") var state: String?
+    @Option(help: "Seed of the generated data.") var seed: UInt64 = 1
+    @Flag(help: "Stop after the upload.") var uploadOnly = false
+
+    static let chunkSize = 4 << 20
+
+    func run() async throws {
+        let log = Logger(label: "granary.bench")
+        let scheme = try RedundancyScheme(parsing: self.scheme)
+        guard (1...64).contains(segment) else { throw ValidationError("--segment must be 1...64 MiB") }
+        let work = NSTemporaryDirectory() + "/granary-bench-\(getpid())"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let totalBytes = size << 20
+
+        // Baseline: local copy with fsync at the end.
+        let localSeconds = try Self.localCopy(bytes: totalBytes, path: work + "/local-copy")
+        log.info("local copy: \(String(format: "%.1f", Double(totalBytes) / localSeconds / 1e6)) MB/s")
+
+        // The network.
+        var children: [BenchChild] = []
+        defer { for c in children { c.kill() } }
+        let seedAddress: String
+        var spawnedDirect: [String] = []
+        if let bootstrap {
+            seedAddress = bootstrap
+        } else {
+            let exe = Self.executablePath()
+            let seedNode = try BenchChild(exe, ["seed", "--listen", "127.0.0.1:0"])
+            children.append(seedNode)
+            seedAddress = try seedNode.field("udp", timeout: 30)
+            let capacity = "\(max(1, (totalBytes * 2 / farmers) >> 30 + 2))GiB"
+            for i in 0..<farmers {
+                let dir = work + "/farmer\(i)"
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                children.append(try BenchChild(exe, ["farm", "--storage", dir, "--capacity", capacity,
+                                                     "--listen", "127.0.0.1:0", "--bootstrap", seedAddress]))
+            }
+            for c in children.dropFirst() {
+                let tcp = try c.field("tcp", timeout: 60)
+                // Farmers that do not bid in the market (no udp= address) get direct contracts.
+                if (try? c.field("udp", timeout: 0.01)) == nil { spawnedDirect.append(tcp) }
+            }
+        }
+
+        // The renter.
+        let stateDir = state ?? work + "/renter"
+        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        var config = RenterConfiguration(scheme: scheme)
+        config.runBackgroundLoops = false
+        config.terms = ContractTerms(allowance: Int64(max(1 << 30, totalBytes * 2 / max(1, farmers))), duration: 86_400,
+                                     maxPricePerAudit: 1_000, auditInterval: 3_600)
+        config.targetContracts = max(scheme.n + 2, min(farmers, 12))
+        let identity = try NodeIdentity.loadOrCreate(at: stateDir + "/identity.key", difficulty: config.difficulty)
+        let direct = farmer.flatMap { $0.split(separator: ",").map(String.init) } + spawnedDirect
+        let engine = direct.isEmpty
+            ? try await RenterEngine.start(stateDirectory: stateDir, identity: identity, bootstrap: [seedAddress],
+                                           configuration: config, contractTimeout: 120)
+            : try await RenterEngine.start(stateDirectory: stateDir, identity: identity, farmers: direct,
+                                           configuration: config, contractTimeout: 120)
+        let keys = RenterKeys(master: Blake2b.hash256(withUnsafeBytes(of: seed.littleEndian) { Array($0) }).bytes)
+        let sealer = keys.chunkSealer()
+
+        // Upload: chunks sealed and packed into segments, `parallel` segments in flight.
+        let chunksPerSegment = max(1, (segment << 20) / ChunkSealer.sealedSize(plaintextCount: Self.chunkSize))
+        let chunkCount = (totalBytes + Self.chunkSize - 1) / Self.chunkSize
+        let segmentCount = (chunkCount + chunksPerSegment - 1) / chunksPerSegment
+        let sealClock = StageClock()
+        let uploadStart = Date()
+        let layouts = try await withThrowingTaskGroup(of: SegmentLayout.self) { group in
+            var out: [SegmentLayout] = []
+            var nextSegment = 0
+            func add() {
+                let s = nextSegment
+                nextSegment += 1
+                group.addTask {
+                    let first = s * chunksPerSegment, last = min(chunkCount, first + chunksPerSegment)
+                    var bytes: [UInt8] = []
+                    var chunks: [(Hash256, Range<Int>)] = []
+                    for c in first..<last {
+                        let length = min(Self.chunkSize, totalBytes - c * Self.chunkSize)
+                        let plain = Self.data(seed: seed, chunk: c, length: length)
+                        let (id, sealed) = sealClock.measure { sealer.seal(plain) }
+                        chunks.append((id, bytes.count..<(bytes.count + sealed.count)))
+                        bytes.append(contentsOf: sealed)
+                    }
+                    let id = SegmentID(bytes: Blake2b.hash256(Array("bench-\(seed)-\(s)".utf8)).bytes)!
+                    try await engine.segments.put(id, bytes: bytes)
+                    let line = "durable segment \(id.hex) bytes=\(bytes.count) blake2b=\(Blake2b.hash256(bytes).hex)\n"
+                    FileHandle.standardError.write(Data(line.utf8))
+                    if uploadOnly { _ = line.withCString { write(STDOUT_FILENO, $0, strlen($0)) } }
+                    return SegmentLayout(id: id, chunks: chunks)
+                }
+            }
+            for _ in 0..<min(parallel, segmentCount) { add() }
+            while let done = try await group.next() {
+                out.append(done)
+                if nextSegment < segmentCount { add() }
+            }
+            return out
+        }
+        let uploadSeconds = Date().timeIntervalSince(uploadStart)
+        log.info("upload: \(String(format: "%.1f", Double(totalBytes) / uploadSeconds / 1e6)) MB/s")
+        if uploadOnly {
+            await engine.stop()
+            return
+        }
+
+        // Cold download: every chunk read from the farmers (verified) and opened.
+        let openClock = StageClock()
+        let reads = layouts.flatMap { l in l.chunks.map { (l.id, $0.0, $0.1) } }
+        let downloadStart = Date()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var next = 0
+            func add() {
+                let (segmentID, chunkID, range) = reads[next]
+                next += 1
+                group.addTask {
+                    let sealed = try await engine.segments.read(segmentID, offset: range.lowerBound, length: range.count)
+                    _ = try openClock.measure { try sealer.open(sealed, chunkID: chunkID) }
+                }
+            }
+            for _ in 0..<min(readers, reads.count) { add() }
+            while try await group.next() != nil { if next < reads.count { add() } }
+        }
+        let downloadSeconds = Date().timeIntervalSince(downloadStart)
+        let timings = engine.store.timings.snapshot
+        let status = engine.status()
+        await engine.stop()
+
+        let mb = Double(totalBytes) / 1e6
+        var breakdown: [String: Double] = [
+            "seal": sealClock.seconds, "open": openClock.seconds,
+            "upload_wall": uploadSeconds, "download_wall": downloadSeconds, "local_copy": localSeconds,
+        ]
+        for (k, v) in timings { breakdown[k] = v }
+        let result: [String: Any] = [
+            "upload_mbps": mb / uploadSeconds, "cold_download_mbps": mb / downloadSeconds, "local_copy_mbps": mb / localSeconds,
+            "size_mib": size, "farmers": status.farmers.count, "scheme": scheme.description, "segments": segmentCount,
+            "breakdown": breakdown.mapValues { ($0 * 1000).rounded() / 1000 },
+        ]
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(String(format: "upload         %8.1f MB/s  (%.0f%% of local copy)", mb / uploadSeconds, 100 * localSeconds / uploadSeconds))
+            print(String(format: "cold download  %8.1f MB/s  (%.0f%% of local copy)", mb / downloadSeconds, 100 * localSeconds / downloadSeconds))
+            print(String(format: "local copy     %8.1f MB/s", mb / localSeconds))
+            for (k, v) in breakdown.sorted(by: { $0.key < $1.key }) { print(String(format: "  %-24@ %8.2f s", k as NSString, v)) }
+        }
+    }
+
+    struct SegmentLayout: Sendable {
+        let id: SegmentID
+        let chunks: [(Hash256, Range<Int>)]
+    }
+
+    /// Deterministic pseudo-random plaintext of one chunk (SplitMix64).
+    static func data(seed: UInt64, chunk: Int, length: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: length)
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(chunk) &* 0xD1B5_4A32_D192_ED03
+        out.withUnsafeMutableBytes { buf in
+            let words = length / 8
+            let p = buf.baseAddress!
+            for i in 0..<words {
+                state &+= 0x9E37_79B9_7F4A_7C15
+                var z = state
+                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+                p.storeBytes(of: z ^ (z >> 31), toByteOffset: i * 8, as: UInt64.self)
+            }
+        }
+        return out
+    }
+
+    /// `dd bs=1M conv=fsync`: seconds to write `bytes` in 1 MiB blocks and fsync.
+    static func localCopy(bytes: Int, path: String) throws -> Double {
+        let block = data(seed: 99, chunk: 0, length: 1 << 20)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ValidationError("cannot create \(path)") }
+        defer { close(fd); unlink(path) }
+        let start = Date()
+        var written = 0
+        while written < bytes {
+            let n = min(block.count, bytes - written)
+            let w = block.withUnsafeBytes { write(fd, $0.baseAddress, n) }
+            guard w == n else { throw ValidationError("write to \(path) failed") }
+            written += n
+        }
+        guard fsync(fd) == 0 else { throw ValidationError("fsync of \(path) failed") }
+        return Date().timeIntervalSince(start)
+    }
+
+    static func executablePath() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+}
+
+/// Seconds of work summed over tasks.
+final class StageClock: @unchecked Sendable {
+    // A lock: many tasks add to it.
+    private let lock = NSLock()
+    private var total: Double = 0
+    var seconds: Double { lock.lock(); defer { lock.unlock() }; return total }
+    func measure<T>(_ body: () throws -> T) rethrows -> T {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer {
+            let s = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            lock.lock(); total += s; lock.unlock()
+        }
+        return try body()
+    }
+}
+
+/// A seed or farmer started by the bench; dies with it (GRANARY_PARENT_PID).
+final class BenchChild: @unchecked Sendable {
+    // A lock guards the collected output lines (written by the pipe's handler).
+    private let lock = NSLock()
+    private var lines: [String] = []
+    private var partial = Data()
+    let process = Process()
+
+    init(_ exe: String, _ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: exe)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["GRANARY_PARENT_PID"] = String(getpid())
+        process.environment = env
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
+            let data = h.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.lock()
+            self.partial.append(data)
+            while let nl = self.partial.firstIndex(of: 0x0a) {
+                self.lines.append(String(decoding: self.partial[self.partial.startIndex..<nl], as: UTF8.self))
+                self.partial.removeSubrange(self.partial.startIndex...nl)
+            }
+            self.lock.unlock()
+        }
+        try process.run()
+    }
+
+    /// The value of `name=` on the process's "listening" line.
+    func field(_ name: String, timeout: Double) throws -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let found: String? = lock.withLock {
+                for l in lines where l.contains("listening") {
+                    for part in l.split(separator: " ") where part.hasPrefix(name + "=") { return String(part.dropFirst(name.count + 1)) }
+                }
+                return nil
+            }
+            if let found { return found }
+            guard process.isRunning else { throw ValidationError("\(process.arguments?.first ?? "child") exited with \(process.terminationStatus)") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw ValidationError("\(process.arguments?.first ?? "child") printed no listening line within \(Int(timeout)) s")
+    }
+
+    func kill() {
+        guard process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+}

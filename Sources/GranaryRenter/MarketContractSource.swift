@@ -1,0 +1,124 @@
+import Foundation
+import GranaryContracts
+import GranaryCore
+import GranaryDHT
+import Logging
+
+/// Contracts from the DHT market: publish a signed offer, collect bids for
+/// a bounded window (ranked by price and by the renter's reputation of each
+/// farmer), then propose a contract to the best bidders over TCP and keep
+/// those they countersign.
+public final class MarketContractSource: ContractSource {
+    public let node: DHTNode
+    let link: TransferFarmerLink
+    let identity: NodeIdentity
+    let window: Duration
+    let reputation: @Sendable (Hash256) -> Double
+    private let log = Logger(label: "granary.renter")
+
+    public init(node: DHTNode, link: TransferFarmerLink, identity: NodeIdentity, window: Duration = .seconds(2),
+                reputation: @escaping @Sendable (Hash256) -> Double = { _ in 0.5 }) {
+        self.node = node; self.link = link; self.identity = identity; self.window = window; self.reputation = reputation
+    }
+
+    public func formContracts(count: Int, terms: ContractTerms, excluding: Set<Hash256>) async throws -> [ContractRecord] {
+        guard count > 0 else { return [] }
+        let market = ContractMarket(node: node, reputation: reputation)
+        let offer = OfferTerms(allowanceBytes: UInt64(terms.allowance), durationSeconds: UInt64(terms.duration),
+                               maxPricePerAudit: terms.maxPricePerAudit, auditIntervalSeconds: UInt64(max(1, terms.auditInterval)))
+        let bids = try await market.requestBids(offer, window: window).filter { !excluding.contains($0.farmerID) }
+        log.info("market: \(bids.count) acceptable bids for \(count) contracts")
+        let chosen = Array(bids.prefix(count + 2))  // a couple extra: some may refuse to sign
+        let now = UInt64(Date().timeIntervalSince1970)
+        let identity = self.identity
+        let link = self.link
+        let formed = await withTaskGroup(of: ContractRecord?.self) { group in
+            for bid in chosen {
+                group.addTask {
+                    let farmer = FarmerContact(id: bid.farmerID, publicKey: bid.farmerKey.bytes,
+                                               address: "\(bid.transferHost):\(bid.transferPort)")
+                    let contract = Contract(renterID: identity.id, farmerID: bid.farmerID, allowanceBytes: offer.allowanceBytes,
+                                            startTime: now, endTime: now + offer.durationSeconds, pricePerAudit: bid.pricePerAudit,
+                                            auditIntervalSeconds: offer.auditIntervalSeconds, paymentChannelID: .random())
+                    do {
+                        return try await withDeadline(15) { try await link.propose(contract, farmer: farmer) }
+                    } catch {
+                        Logger(label: "granary.renter").info("farmer \(farmer) did not sign: \(error)")
+                        return nil
+                    }
+                }
+            }
+            var out: [ContractRecord] = []
+            for await c in group { if let c { out.append(c) } }
+            return out
+        }
+        return Array(formed.prefix(count))
+    }
+
+    public func shutdown() async { await node.stop() }
+}
+
+extension RenterEngine {
+    /// `start(stateDirectory:identity:bootstrap:configuration:)` with the
+    /// default configuration and the given redundancy scheme.
+    public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],
+                             scheme: RedundancyScheme) async throws -> RenterEngine {
+        try await start(stateDirectory: stateDirectory, identity: identity, bootstrap: bootstrap,
+                        configuration: RenterConfiguration(scheme: scheme))
+    }
+
+    /// Starts a renter on a real network: its DHT node (joined through
+    /// `bootstrap`, HOST:PORT of any node such as a seed), the transfer
+    /// link, network.db under `stateDirectory`, and a contract pool filled
+    /// through the market before returning.
+    public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],
+                             configuration: RenterConfiguration = RenterConfiguration(),
+                             clock: RenterClock = SystemClock(), random: RandomSource = SystemRandomSource(),
+                             contractTimeout: Double = 60) async throws -> RenterEngine {
+        let seeds = try bootstrap.map { text -> DHTAddress in
+            guard let a = DHTAddress(text) else { throw SegmentStoreError.unavailable("bootstrap address \(text) is not HOST:PORT") }
+            return a
+        }
+        let loopback = seeds.allSatisfy { $0.host == "127.0.0.1" || $0.host == "localhost" || $0.host == "::1" }
+        var dht = DHTConfiguration()
+        dht.difficulty = configuration.difficulty
+        if loopback { dht.filterExchangeInterval = .seconds(1) }
+        let node = try await DHTNode.start(identity: identity, listen: DHTAddress(host: loopback ? "127.0.0.1" : "0.0.0.0", port: 0),
+                                           bootstrap: seeds, statePath: stateDirectory + "/dht", configuration: dht)
+        let link = TransferFarmerLink(identity: identity, difficulty: configuration.difficulty)
+        let bookBox = ReputationLookup()
+        let source = MarketContractSource(node: node, link: link, identity: identity,
+                                          window: .milliseconds(Int64(configuration.bidWindow * 1000)),
+                                          reputation: { bookBox.score($0) })
+        let engine: RenterEngine
+        do {
+            engine = try RenterEngine(stateDirectory: stateDirectory, link: link, contracts: source,
+                                      configuration: configuration, clock: clock, random: random)
+        } catch {
+            await node.stop()
+            throw error
+        }
+        bookBox.set(engine.farmers)
+        do {
+            try await engine.start(contractTimeout: contractTimeout)
+        } catch {
+            await engine.stop()
+            throw error
+        }
+        return engine
+    }
+}
+
+/// Lets the market rank bids by the renter's reputation of each farmer,
+/// though the book is created after the market. Set once.
+final class ReputationLookup: @unchecked Sendable {
+    // A lock: written once at start, read from the market's tasks.
+    private let lock = NSLock()
+    private var book: FarmerBook?
+    func set(_ b: FarmerBook) { lock.lock(); book = b; lock.unlock() }
+    func score(_ id: Hash256) -> Double {
+        lock.lock(); let b = book; lock.unlock()
+        guard let f = b?.farmer(id) else { return 0.5 }
+        return f.disqualified ? 0 : f.reputation.auditScore * f.reputation.uptimeScore
+    }
+}

@@ -1,0 +1,380 @@
+import Foundation
+import GranaryCore
+import Logging
+
+/// The `SegmentStore` over farmers: a segment is erasure coded into n
+/// pieces (k/r/s/n, systematic), placed on n distinct farmers, durable once
+/// s are confirmed; reads fetch piece ranges verified against their roots
+/// and decode only when a data piece is missing.
+public final class NetworkSegmentStore: SegmentStore {
+    let db: NetworkDatabase
+    let book: FarmerBook
+    let link: FarmerLink
+    let config: RenterConfiguration
+    let random: RandomSource
+    public let progress = UploadProgress()
+    /// Seconds spent per stage (erasure coding, hashing, transfers, decoding).
+    public let timings = StageTimings()
+    private let log = Logger(label: "granary.renter")
+
+    init(db: NetworkDatabase, book: FarmerBook, link: FarmerLink, config: RenterConfiguration, random: RandomSource) {
+        self.db = db; self.book = book; self.link = link; self.config = config; self.random = random
+    }
+
+    func transferTimeout(bytes: Int) -> Double {
+        config.transferTimeoutBase + Double(bytes) / config.minimumTransferRate
+    }
+
+    // MARK: placement
+
+    /// A farmer and the contract a piece would be stored under.
+    struct Placement: Sendable {
+        var contract: ContractRecord
+        var farmer: Hash256 { contract.farmer.id }
+    }
+
+    /// Farmers able to take a piece of `pieceSize` bytes, best first: healthy,
+    /// live contract with free allowance, ranked by reputation × uptime ×
+    /// latency × free fraction, with a random factor so load spreads.
+    func placements(pieceSize: Int, excluding: Set<Hash256>) throws -> [Placement] {
+        let now = Date()
+        var best: [Hash256: (Placement, Double)] = [:]
+        for c in try db.contracts() {
+            let f = c.record.farmer.id
+            guard !excluding.contains(f), c.record.end > now.addingTimeInterval(60), c.free >= Int64(pieceSize),
+                  !book.isDisqualified(f), !book.isFailing(f) else { continue }
+            let freeFraction = c.record.allowance > 0 ? Double(c.free) / Double(c.record.allowance) : 0
+            let weight = book.rank(f) * (0.5 + 0.5 * freeFraction) * (0.7 + 0.6 * random.unit())
+            if let existing = best[f], existing.1 >= weight { continue }
+            best[f] = (Placement(contract: c.record), weight)
+        }
+        return best.values.sorted { $0.1 > $1.1 }.map(\.0)
+    }
+
+    // MARK: put
+
+    public func put(_ id: SegmentID, bytes: [UInt8]) async throws {
+        guard bytes.count <= Self.maxSegmentSize else { throw SegmentStoreError.tooLarge(size: bytes.count, limit: Self.maxSegmentSize) }
+        let scheme = config.scheme
+        if let existing = try db.segment(id), existing.state == .durable, existing.length == bytes.count { return }
+        try db.beginUpload(id, length: bytes.count, scheme: scheme)
+        let pieceSize = scheme.pieceSize(segmentLength: bytes.count)
+        guard pieceSize > 0 else {
+            try db.markDurable(id, required: 0)
+            return
+        }
+        var durable = false
+        progress.begin(id, total: Int64(scheme.s * pieceSize))
+        defer { progress.end(id, durableBytes: durable ? Int64(bytes.count) : nil) }
+        do {
+            let coded = await Self.encode(bytes, scheme: scheme, timings: timings)
+            let candidates = try placements(pieceSize: pieceSize, excluding: [])
+            guard candidates.count >= scheme.s else {
+                throw SegmentStoreError.unavailable("\(candidates.count) farmers can take a piece of \(pieceSize) bytes, \(scheme.s) are needed (scheme \(scheme)); the contract pool is still forming or farmers are full")
+            }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let stored = try await uploadPieces(segment: id, coded: coded, pieceSize: pieceSize,
+                                                indexes: Array(0..<scheme.n), needed: scheme.s, candidates: candidates)
+            timings.add("upload_network_wall", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            try db.releasePieces(of: id, keeping: Set(stored.map(\.pieceID)))
+            guard try db.markDurable(id, required: scheme.s) else {
+                throw SegmentStoreError.unavailable("segment \(id.short) has fewer than \(scheme.s) confirmed pieces")
+            }
+            durable = true
+            log.debug("segment \(id.short) durable: \(bytes.count) bytes on \(stored.map(\.farmer.short))")
+        } catch {
+            try? db.beginDelete(id)
+            Task { await self.releasePendingPieces() }
+            throw error
+        }
+        Task { await self.releasePendingPieces() }
+    }
+
+    struct Coded: Sendable {
+        var pieces: [[UInt8]]
+        var roots: [Hash256]
+    }
+
+    /// Erasure codes and hashes the pieces, each piece's Merkle tree on its own task.
+    static func encode(_ bytes: [UInt8], scheme: RedundancyScheme, timings: StageTimings) async -> Coded {
+        let pieces = timings.measure("erasure_code") { ErasureCoder(scheme: scheme).encode(bytes) }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer { timings.add("merkle_hash_wall", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
+        let roots = await withTaskGroup(of: (Int, Hash256).self) { group in
+            for (i, p) in pieces.enumerated() { group.addTask { (i, MerkleTree(data: p).root) } }
+            var out = [Hash256](repeating: .zero, count: pieces.count)
+            for await (i, r) in group { out[i] = r }
+            return out
+        }
+        return Coded(pieces: pieces, roots: roots)
+    }
+
+    /// Hands out spare farmers to piece uploads whose farmer failed.
+    actor SparePool {
+        private var spares: [Placement]
+        init(_ spares: [Placement]) { self.spares = spares }
+        func next() -> Placement? { spares.isEmpty ? nil : spares.removeFirst() }
+    }
+
+    enum PieceOutcome: Sendable {
+        case stored(PieceRow)
+        case failed(String)
+    }
+
+    /// Uploads the pieces `indexes` in parallel, one per distinct farmer,
+    /// replacing a farmer that fails or times out with a spare, and returns
+    /// once `needed` are confirmed, cancelling the rest (long tail).
+    func uploadPieces(segment: SegmentID, coded: Coded, pieceSize: Int, indexes: [Int], needed: Int,
+                      candidates: [Placement]) async throws -> [PieceRow] {
+        let first = min(indexes.count, candidates.count)
+        let spares = SparePool(Array(candidates.dropFirst(first)))
+        let timeout = transferTimeout(bytes: pieceSize)
+        var stored: [PieceRow] = []
+        var failures: [String] = []
+        await withTaskGroup(of: PieceOutcome.self) { group in
+            for (slot, index) in indexes.prefix(first).enumerated() {
+                let initial = candidates[slot]
+                group.addTask {
+                    await self.uploadPiece(segment: segment, index: index, bytes: coded.pieces[index], root: coded.roots[index],
+                                           first: initial, spares: spares, timeout: timeout)
+                }
+            }
+            for await outcome in group {
+                switch outcome {
+                case let .stored(row):
+                    stored.append(row)
+                    progress.add(segment, Int64(pieceSize))
+                    if stored.count >= needed { group.cancelAll() }
+                case let .failed(why): failures.append(why)
+                }
+                if stored.count >= needed { break }
+            }
+            group.cancelAll()
+        }
+        guard stored.count >= needed else {
+            throw SegmentStoreError.unavailable("only \(stored.count) of \(needed) pieces of segment \(segment.short) could be stored: \(failures.prefix(3).joined(separator: "; "))")
+        }
+        return Array(stored.prefix(needed))
+    }
+
+    func uploadPiece(segment: SegmentID, index: Int, bytes: [UInt8], root: Hash256, first: Placement,
+                     spares: SparePool, timeout: Double) async -> PieceOutcome {
+        var placement: Placement? = first
+        var lastError = "no farmer left"
+        while let p = placement {
+            if Task.isCancelled { return .failed("cancelled") }
+            let row = PieceRow(pieceID: .random(), segment: segment, index: index, farmer: p.farmer, contract: p.contract.id,
+                               root: root, size: bytes.count, state: .uploading)
+            do {
+                try db.addPiece(row)
+            } catch {
+                return .failed("database: \(error)")
+            }
+            let started = DispatchTime.now().uptimeNanoseconds
+            do {
+                let link = self.link
+                let contract = p.contract
+                try await withDeadline(timeout) {
+                    try await link.store(pieceID: row.pieceID, root: root, bytes: bytes[...], contract: contract)
+                }
+                let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
+                book.recordContact(p.farmer, reached: true, latencyMs: ms / max(1, Double(bytes.count) / Double(1 << 20)))
+                var done = row
+                done.state = .stored
+                do { try db.setPieceState(row.pieceID, .stored) } catch { return .failed("database: \(error)") }
+                return .stored(done)
+            } catch {
+                try? db.setPieceState(row.pieceID, .deleting)
+                if error is CancellationError || Task.isCancelled { return .failed("cancelled") }
+                lastError = "\(p.contract.farmer): \(error)"
+                log.info("piece \(index) of segment \(segment.short) failed on \(p.contract.farmer): \(error); trying another farmer")
+                book.recordContact(p.farmer, reached: !(error is DeadlineExceeded || error.isUnreachable))
+                if error is DeadlineExceeded { await link.reset(farmer: p.farmer) }
+                placement = await spares.next()
+            }
+        }
+        return .failed(lastError)
+    }
+
+    // MARK: read
+
+    public func read(_ id: SegmentID, offset: Int, length: Int) async throws -> [UInt8] {
+        guard let seg = try db.segment(id), seg.state == .durable else { throw SegmentStoreError.notFound(id) }
+        guard offset >= 0, length >= 0, offset <= seg.length, length <= seg.length - offset else {
+            throw SegmentStoreError.io("read of \(length) bytes at \(offset) is outside segment \(id.short) of \(seg.length) bytes")
+        }
+        if length == 0 { return [] }
+        let scheme = seg.scheme
+        let coder = ErasureCoder(scheme: scheme)
+        let pieceSize = scheme.pieceSize(segmentLength: seg.length)
+        let range = try coder.pieceRange(segmentLength: seg.length, offset: offset, length: length)
+        let needed = Array((offset / pieceSize)...((offset + length - 1) / pieceSize))
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let fetched = try await fetchRanges(segment: seg, range: range, pieceSize: pieceSize, needed: Set(needed))
+        timings.add("download_network_wall", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        if needed.allSatisfy({ fetched[$0] != nil }) {
+            // Every data piece the range covers arrived: no decoding.
+            var out = [UInt8]()
+            out.reserveCapacity(length)
+            for d in needed {
+                let start = max(offset, d * pieceSize), end = min(offset + length, (d + 1) * pieceSize)
+                let inPiece = start - d * pieceSize - range.lowerBound
+                out.append(contentsOf: fetched[d]![inPiece..<(inPiece + end - start)])
+            }
+            return out
+        }
+        return try timings.measure("decode") {
+            try coder.decodeRange(fetched, pieceRange: range, segmentLength: seg.length, offset: offset, length: length)
+        }
+    }
+
+    /// Fetches `range` of enough pieces to serve a read. When every data
+    /// piece the range covers sits on a healthy farmer, only those are asked
+    /// (no decoding, no extra bandwidth); if they have not all arrived
+    /// within a hedge delay, or one fails, the read widens to the k best
+    /// pieces plus one spare request against the long tail, and decodes.
+    /// When a covering data piece is unhealthy it starts with k + 1.
+    /// A failed request is replaced by the next best piece. Done when every
+    /// needed data piece, or any k pieces, arrived.
+    func fetchRanges(segment seg: SegmentRow, range: Range<Int>, pieceSize: Int, needed: Set<Int>) async throws -> [Int: [UInt8]] {
+        let k = seg.scheme.k
+        var byIndex: [Int: PieceRow] = [:]
+        for p in try db.pieces(of: seg.id) where p.state == .stored && !book.isDisqualified(p.farmer) {
+            if let other = byIndex[p.index], book.rank(other.farmer) >= book.rank(p.farmer) { continue }
+            byIndex[p.index] = p
+        }
+        guard byIndex.count >= k || needed.allSatisfy({ byIndex[$0] != nil }) else {
+            throw SegmentStoreError.unavailable("segment \(seg.id.short) has \(byIndex.count) pieces on usable farmers, \(k) are needed")
+        }
+        let dataFirst = !needed.isEmpty && needed.allSatisfy { byIndex[$0].map { !book.isFailing($0.farmer) } ?? false }
+        var order = byIndex.values.sorted { a, b in
+            let ra = book.rank(a.farmer), rb = book.rank(b.farmer)
+            return ra != rb ? ra > rb : a.index < b.index
+        }
+        if dataFirst {
+            order = order.filter { needed.contains($0.index) } + order.filter { !needed.contains($0.index) }
+        }
+        let contracts = Dictionary(try db.contracts(activeOnly: false).map { ($0.record.id, $0.record) }, uniquingKeysWith: { a, _ in a })
+        let timeout = transferTimeout(bytes: range.count)
+        let hedgeDelay = config.readHedgeBase + Double(range.count) / config.readHedgeRate
+        var results: [Int: [UInt8]] = [:]
+        var errors: [String] = []
+        var next = 0
+        func done() -> Bool { (!needed.isEmpty && needed.allSatisfy { results[$0] != nil }) || results.count >= k }
+        enum Event: Sendable { case piece(PieceRow, Result<[UInt8], Error>), hedge }
+        await withTaskGroup(of: Event.self) { group in
+            func launch() -> Bool {
+                while next < order.count {
+                    let p = order[next]; next += 1
+                    guard let contract = contracts[p.contract] else { continue }
+                    let link = self.link
+                    group.addTask {
+                        let started = DispatchTime.now().uptimeNanoseconds
+                        do {
+                            let bytes = try await withDeadline(timeout) {
+                                try await link.read(pieceID: p.pieceID, root: p.root, pieceSize: pieceSize, range: range, contract: contract)
+                            }
+                            guard bytes.count == range.count else { throw FarmerLinkError.badProof("\(bytes.count) bytes for a range of \(range.count)") }
+                            let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
+                            self.book.recordContact(p.farmer, reached: true, latencyMs: ms)
+                            return .piece(p, .success(bytes))
+                        } catch {
+                            return .piece(p, .failure(error))
+                        }
+                    }
+                    return true
+                }
+                return false
+            }
+            var outstanding = 0
+            var needK = !dataFirst
+            /// Requests in flight cover what is still missing (plus one spare once widened).
+            func topUp() {
+                let want = needK ? k - results.count + 1 : needed.filter { results[$0] == nil }.count
+                while outstanding < want, launch() { outstanding += 1 }
+            }
+            topUp()
+            if !needK {
+                group.addTask {
+                    try? await Task.sleep(nanoseconds: UInt64(hedgeDelay * 1e9))
+                    return .hedge
+                }
+            }
+            while outstanding > 0, let event = await group.next() {
+                switch event {
+                case .hedge:
+                    needK = true
+                case let .piece(p, .success(bytes)):
+                    outstanding -= 1
+                    results[p.index] = bytes
+                case let .piece(p, .failure(error)):
+                    outstanding -= 1
+                    if !(error is CancellationError) {
+                        errors.append("piece \(p.index) on \(p.farmer.short): \(error)")
+                        book.recordContact(p.farmer, reached: !(error is DeadlineExceeded || error.isUnreachable))
+                        if error is DeadlineExceeded { await link.reset(farmer: p.farmer) }
+                    }
+                    needK = true
+                }
+                if done() { break }
+                topUp()
+            }
+            group.cancelAll()
+        }
+        guard done() else {
+            throw SegmentStoreError.unavailable("segment \(seg.id.short): only \(results.count) of \(k) pieces could be read: \(errors.prefix(4).joined(separator: "; "))")
+        }
+        return results
+    }
+
+    // MARK: delete and list
+
+    public func delete(_ id: SegmentID) async throws {
+        guard try db.segment(id) != nil else { return }
+        try db.beginDelete(id)
+        await releasePendingPieces(segment: id)
+        try db.purgeDeletedSegments()
+    }
+
+    public func list() async throws -> [SegmentID] { try db.durableSegmentIDs() }
+
+    /// Deletes pieces marked for release on their farmers. A piece whose
+    /// farmer is disqualified or whose contract is gone is simply forgotten
+    /// (the farmer drops it at contract end); others are retried later.
+    func releasePendingPieces(segment: SegmentID? = nil) async {
+        guard var rows = try? db.pieces(state: .deleting) else { return }
+        if let segment { rows = rows.filter { $0.segment == segment } }
+        guard !rows.isEmpty, let contracts = try? db.contracts(activeOnly: false) else { return }
+        let byID = Dictionary(contracts.map { ($0.record.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let timeout = config.requestTimeout
+        await withTaskGroup(of: Void.self) { group in
+            for row in rows {
+                group.addTask {
+                    guard let c = byID[row.contract], c.state == "active", !self.book.isDisqualified(row.farmer),
+                          !self.book.isOffline(row.farmer) else {
+                        try? self.db.removePiece(row.pieceID)
+                        return
+                    }
+                    do {
+                        let link = self.link
+                        try await withDeadline(timeout) { try await link.delete(pieceID: row.pieceID, contract: c.record) }
+                        try? self.db.removePiece(row.pieceID)
+                    } catch FarmerLinkError.pieceNotFound {
+                        try? self.db.removePiece(row.pieceID)
+                    } catch {
+                        self.log.debug("delete of piece \(row.pieceID.short) on \(row.farmer.short) failed: \(error); will retry")
+                    }
+                }
+            }
+        }
+        try? db.purgeDeletedSegments()
+    }
+}
+
+extension Error {
+    /// Whether the error says the farmer could not be reached at all.
+    var isUnreachable: Bool {
+        if let e = self as? FarmerLinkError, case .unreachable = e { return true }
+        return false
+    }
+}

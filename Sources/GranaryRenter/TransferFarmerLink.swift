@@ -1,0 +1,159 @@
+import Foundation
+import GranaryContracts
+import GranaryCore
+import GranaryWire
+import Logging
+import NIOCore
+
+/// `FarmerLink` over the farmer's transfer protocol (`TransferClient`).
+///
+/// A session carries one request at a time, so the link keeps a small pool
+/// of idle sessions per farmer: a request takes one (or connects), and
+/// gives it back when it ends cleanly. A request cancelled or timed out
+/// closes its own session only, which also aborts a half-sent piece on the
+/// farmer's side.
+public actor TransferFarmerLink: FarmerLink {
+    let identity: NodeIdentity
+    let difficulty: Int
+    let requestTimeout: Duration
+    private var idle: [Hash256: [TransferClient]] = [:]
+    private var parsed: [Hash256: SignedContract] = [:]
+    private let maxIdlePerFarmer = 8
+    private let log = Logger(label: "granary.renter")
+
+    public init(identity: NodeIdentity, difficulty: Int = NodeIdentity.configuredDifficulty, requestTimeout: Duration = .seconds(120)) {
+        self.identity = identity
+        self.difficulty = difficulty
+        self.requestTimeout = requestTimeout
+    }
+
+    static func split(_ address: String) -> (String, Int)? {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
+    private func checkout(_ farmer: FarmerContact) async throws -> TransferClient {
+        while var list = idle[farmer.id], let client = list.popLast() {
+            idle[farmer.id] = list
+            if await client.isUsable { return client }
+        }
+        guard let (host, port) = Self.split(farmer.address) else { throw FarmerLinkError.unreachable("bad address \(farmer.address)") }
+        do {
+            return try await TransferClient.connect(to: host, port: port, identity: identity, expectedPeer: farmer.id,
+                                                    difficulty: difficulty, connectTimeout: .seconds(5), requestTimeout: requestTimeout)
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    private func checkin(_ client: TransferClient, farmer: Hash256) async {
+        guard await client.isUsable, (idle[farmer]?.count ?? 0) < maxIdlePerFarmer else { await client.close(); return }
+        idle[farmer, default: []].append(client)
+    }
+
+    /// Runs `body` on a pooled session; the session is closed if the caller is cancelled.
+    private func withClient<T: Sendable>(_ farmer: FarmerContact, piece: Hash256 = .zero,
+                                         _ body: @Sendable (TransferClient) async throws -> T) async throws -> T {
+        let client = try await checkout(farmer)
+        do {
+            let result = try await withTaskCancellationHandler {
+                try await body(client)
+            } onCancel: {
+                Task { await client.close() }
+            }
+            await checkin(client, farmer: farmer.id)
+            return result
+        } catch {
+            await client.close()
+            throw Self.map(error, piece: piece)
+        }
+    }
+
+    static func map(_ error: Error, piece: Hash256 = .zero) -> Error {
+        guard let e = error as? TransferError else { return error }
+        switch e {
+        case let .refused(code, message):
+            if code == .notFound { return FarmerLinkError.pieceNotFound(piece) }
+            return FarmerLinkError.refused("\(code): \(message)")
+        case .connect, .timedOut, .session, .closed: return FarmerLinkError.unreachable(e.description)
+        case let .badProof(why): return FarmerLinkError.badProof(why)
+        case let .protocolViolation(why): return FarmerLinkError.refused("protocol violation: \(why)")
+        }
+    }
+
+    private func signedContract(_ c: ContractRecord) throws -> SignedContract {
+        if let s = parsed[c.id], s.serialized == c.signedBytes { return s }
+        let s = try SignedContract(serialized: c.signedBytes, difficulty: difficulty)
+        parsed[c.id] = s
+        return s
+    }
+
+    public nonisolated func store(pieceID: Hash256, root: Hash256, bytes: ArraySlice<UInt8>, contract: ContractRecord) async throws {
+        let buffer = ByteBuffer(bytes: bytes)
+        _ = try await withClient(contract.farmer) { client in
+            try await client.storePiece(contract: contract.id, pieceID: pieceID, root: root, buffer: buffer)
+        }
+    }
+
+    public nonisolated func read(pieceID: Hash256, root: Hash256, pieceSize: Int, range: Range<Int>, contract: ContractRecord) async throws -> [UInt8] {
+        try await withClient(contract.farmer, piece: pieceID) { client in
+            try await client.readRange(pieceID: pieceID, root: root, pieceSize: pieceSize, range: range)
+        }
+    }
+
+    public nonisolated func delete(pieceID: Hash256, contract: ContractRecord) async throws {
+        let existed = try await withClient(contract.farmer, piece: pieceID) { client in try await client.deletePiece(pieceID: pieceID) }
+        if !existed { throw FarmerLinkError.pieceNotFound(pieceID) }
+    }
+
+    public nonisolated func audit(pieceID: Hash256, leaf: Int, contract: ContractRecord) async throws -> AuditAnswer {
+        let (data, proof) = try await withClient(contract.farmer, piece: pieceID) { client in try await client.audit(pieceID: pieceID, leaf: leaf) }
+        return AuditAnswer(leafData: data, proof: proof)
+    }
+
+    public func pay(contract: ContractRecord, cumulative: UInt64, sequence: UInt64) async throws {
+        let signed = try signedContract(contract)
+        let voucher = try PaymentVoucher(contractID: contract.id, paymentChannelID: signed.contract.paymentChannelID,
+                                         cumulativeAmount: cumulative, sequence: sequence).signed(by: identity)
+        _ = try await withClient(contract.farmer) { client in try await client.sendVoucher(voucher) }
+    }
+
+    public func renew(contract: ContractRecord, newEnd: Date) async throws -> ContractRecord {
+        var terms = try signedContract(contract).contract
+        terms.revision += 1
+        terms.endTime = UInt64(newEnd.timeIntervalSince1970)
+        let proposal = try terms.proposal(signedBy: identity)
+        let difficulty = self.difficulty
+        let renewed = try await withClient(contract.farmer) { client in try await client.renewContract(proposal, difficulty: difficulty) }
+        parsed[contract.id] = renewed
+        return Self.record(renewed, farmer: contract.farmer)
+    }
+
+    /// The renter's record of a countersigned contract.
+    static func record(_ s: SignedContract, farmer: FarmerContact) -> ContractRecord {
+        let c = s.contract
+        return ContractRecord(id: c.id, farmer: farmer, allowance: Int64(clamping: c.allowanceBytes), pricePerAudit: c.pricePerAudit,
+                              auditInterval: Double(c.auditIntervalSeconds), start: Date(timeIntervalSince1970: Double(c.startTime)),
+                              end: Date(timeIntervalSince1970: Double(c.endTime)), signedBytes: s.serialized)
+    }
+
+    /// Proposes a new contract to a farmer; returns it countersigned.
+    func propose(_ terms: Contract, farmer: FarmerContact) async throws -> ContractRecord {
+        let proposal = try terms.proposal(signedBy: identity)
+        let difficulty = self.difficulty
+        let signed = try await withClient(farmer) { client in try await client.proposeContract(proposal, difficulty: difficulty) }
+        parsed[signed.id] = signed
+        return Self.record(signed, farmer: farmer)
+    }
+
+    public func reset(farmer: Hash256) async {
+        for c in idle.removeValue(forKey: farmer) ?? [] { await c.close() }
+    }
+
+    public func shutdown() async {
+        for (_, list) in idle { for c in list { await c.close() } }
+        idle.removeAll()
+    }
+}

@@ -1,0 +1,212 @@
+import Foundation
+import GranaryCore
+import GranaryRenter
+import GranaryTestSupport
+import Testing
+
+/// The engine's decisions against in-process farmers (see InProcessFarmers).
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct EngineTests {
+    static func engine(_ dir: TemporaryDirectory, _ farmers: InProcessFarmers, clock: RenterClock = SystemClock(),
+                       tweak: (inout RenterConfiguration) -> Void = { _ in }) async throws -> RenterEngine {
+        var config = RenterConfiguration()
+        config.runBackgroundLoops = false
+        config.transferTimeoutBase = 1
+        config.requestTimeout = 1
+        config.offlineGrace = 1
+        config.repairBytesPerSecond = 1e12
+        tweak(&config)
+        let e = try RenterEngine(stateDirectory: dir.path, link: farmers, contracts: farmers, configuration: config,
+                                 clock: clock, random: SeededRandomSource(seed: 7))
+        try await e.start(contractTimeout: 5)
+        return e
+    }
+
+    static func randomBytes(_ n: Int, seed: UInt64) -> [UInt8] {
+        let r = SeededRandomSource(seed: seed)
+        return (0..<n).map { _ in UInt8(truncatingIfNeeded: r.next(below: 256)) }
+    }
+
+    @Test func roundTripExactlySPiecesAndRanges() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let e = try await Self.engine(dir, farmers)
+        let data = Self.randomBytes(1_000_003, seed: 1)
+        let id = SegmentID.random()
+        try await e.segments.put(id, bytes: data)
+        let pieces = try e.database.pieces(of: id)
+        #expect(pieces.filter { $0.state == .stored }.count == 7)
+        #expect(Set(pieces.map(\.farmer)).count == pieces.count)
+        #expect(try await e.segments.read(id, offset: 0, length: data.count) == data)
+        for (o, l) in [(0, 1), (12345, 4096), (250_000, 300_000), (999_000, 1003), (data.count, 0)] {
+            #expect(try await e.segments.read(id, offset: o, length: l) == Array(data[o..<(o + l)]))
+        }
+        await #expect(throws: SegmentStoreError.self) { try await e.segments.read(id, offset: data.count, length: 1) }
+        await #expect(throws: SegmentStoreError.self) { try await e.segments.read(.random(), offset: 0, length: 1) }
+        #expect(try await e.segments.list() == [id])
+        // Three holders gone: still readable (decoding).
+        for p in pieces.prefix(3) { farmers.set(p.farmer, .offline) }
+        #expect(try await e.segments.read(id, offset: 0, length: data.count) == data)
+        #expect(try await e.segments.read(id, offset: 10, length: 100) == Array(data[10..<110]))
+        try await e.segments.delete(id)
+        #expect(try await e.segments.list().isEmpty)
+        #expect(try e.database.pieces(of: id).filter { $0.state == .stored }.isEmpty)
+        await e.stop()
+    }
+
+    @Test func hangingFarmerDoesNotStallUpload() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        for c in farmers.contacts.prefix(2) { farmers.set(c.id, .hang) }
+        let e = try await Self.engine(dir, farmers)
+        let data = Self.randomBytes(300_000, seed: 2)
+        let id = SegmentID.random()
+        let started = Date()
+        try await e.segments.put(id, bytes: data)
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(try await e.segments.read(id, offset: 0, length: data.count) == data)
+        await e.stop()
+    }
+
+    @Test func corruptingFarmerFailsAuditsIsDisqualifiedAndRepairedAround() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let e = try await Self.engine(dir, farmers)
+        var ids: [SegmentID] = []
+        var datas: [[UInt8]] = []
+        for i in 0..<4 {
+            let d = Self.randomBytes(200_000, seed: UInt64(10 + i))
+            let id = SegmentID.random()
+            try await e.segments.put(id, bytes: d)
+            ids.append(id); datas.append(d)
+        }
+        let bad = try e.database.pieces(of: ids[0])[0].farmer
+        farmers.set(bad, .corrupt)
+        let outcomes = await e.audits.auditAll()
+        let badOutcome = try #require(outcomes.first { $0.farmer == bad })
+        #expect(badOutcome.verdict == .fail)
+        #expect(badOutcome.paid == 0)
+        #expect(outcomes.filter { $0.farmer != bad }.allSatisfy { $0.verdict == .pass && $0.paid == 10 })
+        #expect(e.farmers.isDisqualified(bad))
+        // Reads avoid it and still verify.
+        for (id, d) in zip(ids, datas) { #expect(try await e.segments.read(id, offset: 0, length: d.count) == d) }
+        let report = await e.repairer.runPass()
+        #expect(report.failures.isEmpty)
+        for id in ids {
+            let healthy = try e.database.pieces(of: id).filter { $0.state == .stored && !e.farmers.isDisqualified($0.farmer) }
+            #expect(Set(healthy.map(\.index)).count >= 7)
+            #expect(!healthy.contains { $0.farmer == bad })
+        }
+        let status = e.status()
+        #expect(status.totalPaid > 0)
+        #expect(status.farmers.first { $0.id == bad.hex }?.disqualified == true)
+        await e.stop()
+    }
+
+    @Test func killThreeHoldersReadRepairKillThreeMore() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let e = try await Self.engine(dir, farmers)
+        let data = Self.randomBytes(500_000, seed: 3)
+        let id = SegmentID.random()
+        try await e.segments.put(id, bytes: data)
+        let holders = try e.database.pieces(of: id).filter { $0.state == .stored }.map(\.farmer)
+        for f in holders.prefix(3) { farmers.set(f, .offline) }
+        #expect(try await e.segments.read(id, offset: 0, length: data.count) == data)
+        await e.audits.auditAll()
+        try await Task.sleep(nanoseconds: 1_200_000_000)  // offline grace is 1 s here
+        await e.audits.auditAll()
+        let report = await e.repairer.runPass()
+        #expect(report.segmentsRepaired == 1)
+        let healthy = try e.database.pieces(of: id).filter { $0.state == .stored && e.farmers.isHealthy($0.farmer) }
+        #expect(healthy.count >= 7)
+        for p in healthy.prefix(3) { farmers.set(p.farmer, .offline) }
+        #expect(try await e.segments.read(id, offset: 0, length: data.count) == data)
+        await e.stop()
+    }
+
+    @Test func interruptedUploadIsRolledBackOnRestart() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let db = try NetworkDatabase(path: dir.path + "/network.db")
+        let id = SegmentID.random()
+        try db.beginUpload(id, length: 100, scheme: .embeddedDefault)
+        #expect(try db.markDurable(id, required: 7) == false)
+        let e = try await Self.engine(dir, farmers)
+        #expect(try e.database.segment(id) == nil)
+        await #expect(throws: SegmentStoreError.self) { try await e.segments.read(id, offset: 0, length: 1) }
+        await e.stop()
+    }
+}
+
+extension EngineTests {
+    @Test func auditsFollowTheirJitteredIntervalOnTheInjectedClock() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let clock = ManualClock()
+        let e = try await Self.engine(dir, farmers, clock: clock) { $0.terms.auditInterval = 100 }
+        try await e.segments.put(.random(), bytes: Self.randomBytes(100_000, seed: 4))
+        #expect(await e.audits.runDue().isEmpty)   // first sight: scheduled, not due
+        clock.advance(by: 70)
+        #expect(await e.audits.runDue().isEmpty)   // jitter keeps it within 75...125 s
+        clock.advance(by: 60)
+        let due = await e.audits.runDue()
+        #expect(due.count == 7)                      // the contracts holding pieces
+        #expect(due.allSatisfy { $0.verdict == .pass && $0.paid == 10 })
+        #expect(await e.audits.runDue().isEmpty)   // rescheduled
+        let recorded = try e.database.audits()
+        #expect(recorded.count == 7 && recorded.allSatisfy { $0.outcome == "pass" })
+        for a in due { #expect(farmers.paidTotal(a.contract) == 10) }
+        await e.stop()
+    }
+
+    @Test func offlineFarmerLosesUptimeAndSlowFarmerIsReadLast() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let e = try await Self.engine(dir, farmers) { $0.readHedgeBase = 5 }
+        let d = Self.randomBytes(400_000, seed: 6)
+        let id = SegmentID.random()
+        try await e.segments.put(id, bytes: d)
+        let pieces = try e.database.pieces(of: id).filter { $0.state == .stored }.sorted { $0.index < $1.index }
+        // Offline: audits time out, uptime falls, no pay.
+        let gone = pieces[5].farmer
+        farmers.set(gone, .offline)
+        let outcomes = await e.audits.auditAll()
+        #expect(outcomes.first { $0.farmer == gone }?.verdict == .timeout)
+        #expect(outcomes.first { $0.farmer == gone }?.paid == 0)
+        #expect(e.farmers.farmer(gone)!.reputation.uptimeScore < 1)
+        #expect(e.farmers.rank(gone) < e.farmers.rank(pieces[6].farmer))
+        farmers.set(gone, .normal)
+        // Slow: its latency grows, its rank falls, and reads that can avoid it do.
+        let slow = pieces[0].farmer
+        farmers.set(slow, .slow)
+        _ = await e.audits.auditAll()
+        #expect(e.farmers.rank(slow) < e.farmers.rank(pieces[1].farmer))
+        // Piece 0 is unhealthy-free but slow: a range inside it is still read from it
+        // (the data piece), while a read that must decode picks the k fastest.
+        farmers.set(pieces[1].farmer, .offline)
+        let before = farmers.readCount(slow)
+        #expect(try await e.segments.read(id, offset: 100_000, length: 10) == Array(d[100_000..<100_010]))
+        #expect(farmers.readCount(slow) == before)
+        await e.stop()
+    }
+}
+
+@Suite struct ReputationTests {
+    @Test func betaWithForgetting() {
+        var r = Reputation()
+        #expect(r.auditScore == 1)
+        for _ in 0..<50 { r.recordAudit(passed: true) }
+        #expect(r.alpha > 10 && r.alpha < 20)
+        r.recordAudit(passed: false)
+        #expect(!r.shouldDisqualify)
+        for _ in 0..<15 { r.recordAudit(passed: false) }
+        #expect(r.shouldDisqualify)
+        var fresh = Reputation()
+        fresh.recordAudit(passed: false)
+        #expect(fresh.shouldDisqualify)
+        var slow = Reputation(), fast = Reputation()
+        slow.recordLatency(milliseconds: 2000); fast.recordLatency(milliseconds: 5)
+        #expect(fast.rank > slow.rank)
+    }
+}
