@@ -76,6 +76,7 @@ let package = Package(
         .executableTarget(name: "GranaryCLI", dependencies: [
             "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT",
             "GranaryFarmer", "GranaryRenter", "GranaryStore", "GranaryFS", "CGranaryShim",
+            "CSodium", "CISAL",  // raw C baselines for `granary bench`
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -89,25 +89,20 @@ public struct ChunkSealer: Sendable {
         guard alg.isAvailable else { throw .algorithmUnavailable("AES-256-GCM") }
         var key = chunkKey(id)
         defer { secureZero(&key) }
-        var ad = id.bytes
-        let out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        out[0] = alg.rawValue
-        let nonce = out + 1
-        randombytes_buf(nonce, alg.nonceByteCount)
-        let cipher = nonce + alg.nonceByteCount
-        let m = plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self)
-        var clen: UInt64 = 0
-        let rc: Int32 = ad.withUnsafeMutableBufferPointer { adp in
-            switch alg {
-            case .aes256gcm:
-                return crypto_aead_aes256gcm_encrypt(cipher, &clen, m, UInt64(plaintext.count),
-                                                     adp.baseAddress, 32, nil, nonce, key)
-            case .xchacha20poly1305:
-                return crypto_aead_xchacha20poly1305_ietf_encrypt(cipher, &clen, m, UInt64(plaintext.count),
-                                                                  adp.baseAddress, 32, nil, nonce, key)
+        let ad = id.bytes
+        let out = output.baseAddress!
+        out.storeBytes(of: alg.rawValue, as: UInt8.self)
+        let nonce = UnsafeMutableRawBufferPointer(start: out + 1, count: alg.nonceByteCount)
+        randombytes_buf(nonce.baseAddress!, nonce.count)
+        let result: Result<Void, SealError> = key.withUnsafeBytes { k in
+            ad.withUnsafeBytes { a in
+                Result { () throws(SealError) in
+                    try AEAD.encrypt(alg, key: k, nonce: UnsafeRawBufferPointer(nonce), associatedData: a,
+                                     plaintext: plaintext, into: out + 1 + alg.nonceByteCount)
+                }
             }
         }
-        precondition(rc == 0, "AEAD encrypt failed")
+        try result.get()
         return need
     }
 
@@ -134,22 +129,17 @@ public struct ChunkSealer: Sendable {
         var key = chunkKey(id)
         defer { secureZero(&key) }
         let ad = id.bytes
-        let base = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        let nonce = base + 1
-        let cipher = nonce + alg.nonceByteCount
-        let clen = UInt64(sealed.count - 1 - alg.nonceByteCount)
-        let out = output.baseAddress?.assumingMemoryBound(to: UInt8.self)
-        var mlen: UInt64 = 0
-        let rc: Int32 = ad.withUnsafeBufferPointer { adp in
-            switch alg {
-            case .aes256gcm:
-                return crypto_aead_aes256gcm_decrypt(out, &mlen, nil, cipher, clen, adp.baseAddress, 32, nonce, key)
-            case .xchacha20poly1305:
-                return crypto_aead_xchacha20poly1305_ietf_decrypt(out, &mlen, nil, cipher, clen, adp.baseAddress, 32, nonce, key)
+        let nonce = UnsafeRawBufferPointer(rebasing: sealed[1..<(1 + alg.nonceByteCount)])
+        let body = UnsafeRawBufferPointer(rebasing: sealed[(1 + alg.nonceByteCount)...])
+        let result: Result<Void, SealError> = key.withUnsafeBytes { k in
+            ad.withUnsafeBytes { a in
+                Result { () throws(SealError) in
+                    try AEAD.decrypt(alg, key: k, nonce: nonce, associatedData: a, sealed: body, into: output.baseAddress)
+                }
             }
         }
-        guard rc == 0 else { throw .authenticationFailed }
-        return Int(mlen)
+        try result.get()
+        return plainCount
     }
 
     public func open(_ sealed: [UInt8], chunkID id: Hash256) throws(SealError) -> [UInt8] {
