@@ -100,7 +100,32 @@ public final class GranaryFS: @unchecked Sendable {
         let cfg = fuse_loop_cfg_create()
         fuse_loop_cfg_set_max_threads(cfg, options.maxThreads)
         fuse_loop_cfg_set_clone_fd(cfg, 0)
+        // libfuse's signal handler only marks the session exited; the loop
+        // notices when its own thread is interrupted. A watcher makes sure
+        // it is, whichever thread took the signal.
+        var wake = sigaction()
+        wake.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&wake.sa_mask)
+        wake.sa_flags = 0
+        sigaction(SIGUSR1, &wake, nil)
+        // Threads Foundation starts block most signals: let this one take SIGUSR1.
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGUSR1)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+        let loopThread = pthread_self()
+        let watcherDone = Flag()
+        let sessionBits = UInt(bitPattern: se)
+        let watcher = Thread {
+            let se = OpaquePointer(bitPattern: sessionBits)!
+            while !watcherDone.value {
+                usleep(100_000)
+                if fuse_session_exited(se) != 0 && !watcherDone.value { pthread_kill(loopThread, SIGUSR1) }
+            }
+        }
+        watcher.start()
         let rc = fuse_session_loop_mt(se, cfg)
+        watcherDone.set()
         fuse_loop_cfg_destroy(cfg)
         fuse_session_unmount(se)
         if rc < 0 { log.error("FUSE loop ended with error \(-rc)") }
@@ -180,6 +205,14 @@ public final class GranaryFS: @unchecked Sendable {
         for prefix in ["user.", "trusted.", "security."] where name.starts(with: Array(prefix.utf8)) { return true }
         return false
     }
+}
+
+/// A flag set once from one thread and read from another.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v = false
+    var value: Bool { lock.lock(); defer { lock.unlock() }; return v }
+    func set() { lock.lock(); v = true; lock.unlock() }
 }
 
 extension GranaryFS {

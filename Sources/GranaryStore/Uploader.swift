@@ -106,7 +106,9 @@ extension GranaryStore {
         let fileList = Array(files.values)
         metaLock.unlock()
 
-        var segment: [UInt8] = []
+        // The segment being packed: raw memory (byte-array appends crawl in debug builds).
+        var segment = SegmentBuffer(capacity: maxSegmentSize)
+        defer { segment.free() }
         var newBlobs: [(Hash256, BlobLocation)] = []
         var inSegment = Set<Hash256>()
         var pending: [Pending] = []
@@ -164,13 +166,10 @@ extension GranaryStore {
                         inSegment.removeAll()
                         segID = Hash256.random()
                     }
-                    if segment.capacity < maxSegmentSize { segment.reserveCapacity(min(maxSegmentSize, 64 << 20)) }
                     let off = segment.count
-                    segment.append(contentsOf: repeatElement(0, count: sealedSize))
                     do {
-                        _ = try segment.withUnsafeMutableBytes { out in
-                            try sealer.seal(plain, chunkID: id, into: UnsafeMutableRawBufferPointer(rebasing: out[off..<off + sealedSize]))
-                        }
+                        _ = try sealer.seal(plain, chunkID: id, into: UnsafeMutableRawBufferPointer(rebasing: segment.memory[off..<off + sealedSize]))
+                        segment.count += sealedSize
                     } catch {
                         noteError("sealing failed: \(error)")
                         return false
@@ -194,15 +193,15 @@ extension GranaryStore {
 
     /// Stores the segment, then records where its chunks live, then marks
     /// chunks clean whose content did not change meanwhile.
-    private func commit(_ segID: Hash256, _ segment: inout [UInt8], _ newBlobs: inout [(Hash256, BlobLocation)], _ pending: inout [Pending]) -> Bool {
+    private func commit(_ segID: Hash256, _ segment: inout SegmentBuffer, _ newBlobs: inout [(Hash256, BlobLocation)], _ pending: inout [Pending]) -> Bool {
         if !segment.isEmpty {
-            let bytes = segment
+            let bytes = Array(UnsafeRawBufferPointer(rebasing: segment.memory[0..<segment.count]))
             let store = segments
             do {
                 try Blocking.run(timeout: 600) { try await store.put(segID, bytes: bytes) }
             } catch {
                 noteError("upload of a \(bytes.count >> 10) KiB segment failed, will retry: \(error)")
-                segment.removeAll(keepingCapacity: true); newBlobs.removeAll(); pending.removeAll()
+                segment.count = 0; newBlobs.removeAll(); pending.removeAll()
                 return false
             }
             do {
@@ -216,7 +215,7 @@ extension GranaryStore {
                 }
             } catch {
                 noteError("meta.db: cannot record segment \(segID.short): \(error)")
-                segment.removeAll(keepingCapacity: true); newBlobs.removeAll(); pending.removeAll()
+                segment.count = 0; newBlobs.removeAll(); pending.removeAll()
                 return false
             }
             blobLock.lock()
@@ -253,10 +252,19 @@ extension GranaryStore {
             f.lock.unlock()
         }
         uploader.record(bytes: uploaded)
-        segment.removeAll(keepingCapacity: true)
+        segment.count = 0
         newBlobs.removeAll()
         pending.removeAll()
         return true
+    }
+
+    /// A segment being packed in raw memory.
+    struct SegmentBuffer {
+        let memory: UnsafeMutableRawBufferPointer
+        var count = 0
+        var isEmpty: Bool { count == 0 }
+        init(capacity: Int) { memory = .allocate(byteCount: capacity, alignment: 4096) }
+        func free() { memory.deallocate() }
     }
 
     // MARK: status, flush, shutdown
