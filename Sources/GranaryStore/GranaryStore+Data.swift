@@ -185,9 +185,12 @@ extension GranaryStore {
             return nil
         }
         guard !ids.isEmpty else { return }
-        DispatchQueue.global().async { [self] in
+        // A plain thread, never a Dispatch worker: blocking those starves
+        // the Swift concurrency pool the segment store's reads run on.
+        let t = Thread { [self] in
             for id in ids { try? fetchIntoCache(id) }
         }
+        t.start()
     }
 
     // MARK: write
