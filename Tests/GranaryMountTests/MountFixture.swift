@@ -18,9 +18,10 @@ final class MountFixture: @unchecked Sendable {
         guard getuid() == 0 else { throw TestSupportError.missing("the mount tests run as root (allow_other, permission checks as other users)") }
         dir = TemporaryDirectory("granary-mount")
         chmod(dir.path, 0o755)  // other users (permission tests) must reach the mount
+        let base = (dir.path as NSString).standardizingPath
         mountpoint = dir.sub("mnt")
-        state = dir.path + "/state"
-        segments = dir.path + "/segments"
+        state = base + "/state"
+        segments = base + "/segments"
         try start(uploadIdle: uploadIdle)
     }
 
