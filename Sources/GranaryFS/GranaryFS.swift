@@ -1,1 +1,220 @@
-// The GranaryFS layer; see ../shared/DESIGN.md.
+import CFuse3
+import Foundation
+import GranaryStore
+import Logging
+
+/// How the mount is set up.
+public struct MountOptions: Sendable {
+    public var mountpoint: String
+    /// `allow_other`: other users may use the mount (on by default as root).
+    public var allowOther: Bool = getuid() == 0
+    /// Let the kernel merge small writes (FUSE_CAP_WRITEBACK_CACHE).
+    public var writebackCache: Bool = false
+    public var entryTimeout: Double = 1
+    public var attrTimeout: Double = 1
+    public var maxThreads: UInt32 = 16
+    public init(mountpoint: String) { self.mountpoint = mountpoint }
+}
+
+/// Why a mount could not start.
+public struct MountError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// The FUSE low-level adapter: turns kernel requests into `GranaryStore`
+/// calls and errno replies. Callbacks run on libfuse's worker threads and
+/// do their work inline (the store is thread-safe).
+public final class GranaryFS: @unchecked Sendable {
+    public let store: GranaryStore
+    let options: MountOptions
+    let log = Logger(label: "granary.fs")
+    private var session: OpaquePointer?
+
+    /// Directory handles: a snapshot of entries in cookie order, refreshed on rewind.
+    final class DirectoryHandle {
+        var parent: UInt64 = 1
+        var entries: [DirectoryListingEntry] = []
+    }
+    let handleLock = NSLock()  // guards dirHandles and nextHandle
+    var dirHandles: [UInt64: DirectoryHandle] = [:]
+    var nextHandle: UInt64 = 1
+
+    /// Reusable read buffers: allocations of this size would be mmapped
+    /// per call otherwise.
+    private let bufferLock = NSLock()
+    private var buffers: [UnsafeMutableRawPointer] = []
+    static let bufferSize = 1 << 20
+
+    public init(store: GranaryStore, options: MountOptions) {
+        self.store = store
+        self.options = options
+    }
+
+    func takeBuffer() -> UnsafeMutableRawPointer {
+        bufferLock.lock()
+        if let b = buffers.popLast() { bufferLock.unlock(); return b }
+        bufferLock.unlock()
+        return UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
+    }
+
+    func giveBuffer(_ b: UnsafeMutableRawPointer) {
+        bufferLock.lock(); buffers.append(b); bufferLock.unlock()
+    }
+
+    // MARK: running
+
+    /// Mounts and serves requests until unmounted or signalled (SIGINT,
+    /// SIGTERM, SIGHUP); then unmounts. Blocks the calling thread.
+    /// `onMounted` runs once the mount is live.
+    public func run(onMounted: () -> Void) throws {
+        var optionList = ["fsname=granary", "subtype=granary", "default_permissions"]
+        if options.allowOther { optionList.append("allow_other") }
+        let argStrings = ["granary", "-o", optionList.joined(separator: ",")]
+        let argv = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: argStrings.count + 1)
+        for (i, s) in argStrings.enumerated() { argv[i] = strdup(s) }
+        argv[argStrings.count] = nil
+        defer {
+            for i in 0..<argStrings.count { free(argv[i]) }
+            argv.deallocate()
+        }
+        var args = fuse_args(argc: Int32(argStrings.count), argv: argv, allocated: 0)
+        var ops = Self.operations()
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        guard let se = fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, me) else {
+            throw MountError("fuse_session_new failed (bad mount options?)")
+        }
+        session = se
+        defer { fuse_session_destroy(se); fuse_opt_free_args(&args) }
+        // A shell's `cmd &` starts with SIGINT ignored, and libfuse installs
+        // its handlers only over the default one.
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+        signal(SIGHUP, SIG_DFL)
+        guard fuse_set_signal_handlers(se) == 0 else { throw MountError("cannot install signal handlers") }
+        defer { fuse_remove_signal_handlers(se) }
+        guard fuse_session_mount(se, options.mountpoint) == 0 else {
+            throw MountError("cannot mount at \(options.mountpoint) (is /dev/fuse available and the folder empty and not mounted?)")
+        }
+        onMounted()
+        let cfg = fuse_loop_cfg_create()
+        fuse_loop_cfg_set_max_threads(cfg, options.maxThreads)
+        fuse_loop_cfg_set_clone_fd(cfg, 0)
+        // libfuse's signal handler only marks the session exited; the loop
+        // notices when its own thread is interrupted. A watcher makes sure
+        // it is, whichever thread took the signal.
+        var wake = sigaction()
+        wake.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&wake.sa_mask)
+        wake.sa_flags = 0
+        sigaction(SIGUSR1, &wake, nil)
+        // Threads Foundation starts block most signals: let this one take SIGUSR1.
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGUSR1)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+        let loopThread = pthread_self()
+        let watcherDone = Flag()
+        let sessionBits = UInt(bitPattern: se)
+        let watcher = Thread {
+            let se = OpaquePointer(bitPattern: sessionBits)!
+            while !watcherDone.value {
+                usleep(100_000)
+                if fuse_session_exited(se) != 0 && !watcherDone.value { pthread_kill(loopThread, SIGUSR1) }
+            }
+        }
+        watcher.start()
+        let rc = fuse_session_loop_mt(se, cfg)
+        watcherDone.set()
+        fuse_loop_cfg_destroy(cfg)
+        fuse_session_unmount(se)
+        if rc < 0 { log.error("FUSE loop ended with error \(-rc)") }
+    }
+
+    /// Stops the loop from another thread (the loop then unmounts).
+    public func requestExit() {
+        if let session { fuse_session_exit(session) }
+    }
+
+    // MARK: replies
+
+    static func fs(_ req: fuse_req_t?) -> GranaryFS {
+        Unmanaged<GranaryFS>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+    }
+
+    static func timespecFrom(_ ns: Int64) -> timespec {
+        var sec = ns / 1_000_000_000
+        var nsec = ns % 1_000_000_000
+        if nsec < 0 { nsec += 1_000_000_000; sec -= 1 }
+        return timespec(tv_sec: Int(sec), tv_nsec: Int(nsec))
+    }
+
+    static func nanos(_ t: timespec) -> Int64 { Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec) }
+
+    static func stat(_ a: InodeAttributes) -> stat {
+        var st = Glibc.stat()
+        st.st_ino = UInt(a.ino)
+        st.st_mode = a.mode
+        st.st_nlink = UInt(a.nlink)
+        st.st_uid = a.uid
+        st.st_gid = a.gid
+        st.st_rdev = UInt(a.rdev)
+        st.st_size = Int(a.size)
+        st.st_blksize = 4096
+        st.st_blocks = Int((a.size + 511) / 512)
+        st.st_atim = timespecFrom(a.atime)
+        st.st_mtim = timespecFrom(a.mtime)
+        st.st_ctim = timespecFrom(a.ctime)
+        return st
+    }
+
+    func entry(_ a: InodeAttributes) -> fuse_entry_param {
+        var e = fuse_entry_param()
+        e.ino = fuse_ino_t(a.ino)
+        e.generation = 1
+        e.attr = Self.stat(a)
+        e.attr_timeout = options.attrTimeout
+        e.entry_timeout = options.entryTimeout
+        return e
+    }
+
+    static func name(_ p: UnsafePointer<CChar>?) -> FileName {
+        guard let p else { return [] }
+        return Array(UnsafeRawBufferPointer(start: p, count: strlen(p)))
+    }
+
+    static func caller(_ req: fuse_req_t?) -> Caller {
+        let ctx = fuse_req_ctx(req)!.pointee
+        return Caller(uid: ctx.uid, gid: ctx.gid)
+    }
+
+    func replyEntry(_ req: fuse_req_t?, _ body: () throws(FSError) -> InodeAttributes) {
+        do {
+            var e = entry(try body())
+            fuse_reply_entry(req, &e)
+        } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+    }
+
+    func replyError(_ req: fuse_req_t?, _ body: () throws(FSError) -> Void) {
+        do { try body(); fuse_reply_err(req, 0) } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+    }
+
+    /// Which extended attribute namespaces are stored. system.* (ACLs) is
+    /// not supported: callers such as cp fall back cleanly on EOPNOTSUPP.
+    static func xattrAllowed(_ name: FileName) -> Bool {
+        for prefix in ["user.", "trusted.", "security."] where name.starts(with: Array(prefix.utf8)) { return true }
+        return false
+    }
+}
+
+/// A flag set once from one thread and read from another.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v = false
+    var value: Bool { lock.lock(); defer { lock.unlock() }; return v }
+    func set() { lock.lock(); v = true; lock.unlock() }
+}
+
+extension GranaryFS {
+    static func errno(_ error: any Error) -> Int32 { (error as? FSError)?.errno ?? EIO }
+}

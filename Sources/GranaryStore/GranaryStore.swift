@@ -1,1 +1,264 @@
-// The GranaryStore layer; see ../shared/DESIGN.md.
+import Foundation
+import GRDB
+import GranaryCore
+import GranaryRenter
+import Logging
+
+/// How a store is set up.
+public struct StoreConfiguration: Sendable {
+    /// Holds meta.db, the cache folders and the control socket.
+    public var stateDirectory: String
+    /// Budget for clean cached chunks (dirty ones are never evicted).
+    public var cacheBudget: UInt64
+    /// Dirty data idle this long is sealed and uploaded.
+    public var idleUploadDelay: Double = 2
+    /// A read of uncached data fails with EIO after this long.
+    public var readTimeout: Double = 30
+    /// Writes get ENOSPC when the cache disk has less free space than this.
+    public var minimumFreeDisk: UInt64 = 128 << 20
+
+    public init(stateDirectory: String, cacheBudget: UInt64 = 4 << 30) {
+        self.stateDirectory = stateDirectory
+        self.cacheBudget = cacheBudget
+    }
+}
+
+/// Why a store could not open.
+public struct StoreOpenError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Who makes a request: new inodes are owned by the caller.
+public struct Caller: Sendable {
+    public var uid: UInt32
+    public var gid: UInt32
+    public init(uid: UInt32, gid: UInt32) { self.uid = uid; self.gid = gid }
+}
+
+/// The renter's file system state: metadata (meta.db, mirrored in memory for
+/// fast lookups), the write-back chunk cache, and the uploader that seals
+/// dirty chunks into segments on a `SegmentStore`.
+///
+/// Thread-safe. Locks: `metaLock` guards the namespace, inode attributes and
+/// every inode/entry/xattr row written to meta.db (written while held, so
+/// the database never lags the memory it mirrors out of order); each
+/// file's `FileData.lock` guards its chunk map and chunk rows. Order:
+/// FileData.lock, then metaLock, then blobLock.
+public final class GranaryStore: @unchecked Sendable {
+    public static let rootIno: UInt64 = 1
+
+    let config: StoreConfiguration
+    let segments: any SegmentStore
+    let sealer: ChunkSealer
+    let log = Logger(label: "granary.store")
+    let db: DatabasePool
+    let dirtyDirectory: String
+    let cleanCache: CleanCache
+    let maxSegmentSize: Int
+
+    let metaLock = NSLock()
+    var inodes: [UInt64: InodeRecord] = [:]
+    var files: [UInt64: FileData] = [:]
+    var nextIno: UInt64 = 2
+    var nextCookie: Int64 = 3
+    var needsPersist: Set<UInt64> = []
+
+    let blobLock = NSLock()
+    var blobs: [Hash256: BlobLocation] = [:]
+
+    private var walFD: Int32 = -1
+    private var dirtyDirFD: Int32 = -1
+
+    let uploader = UploaderState()
+
+    public init(configuration: StoreConfiguration, segments: any SegmentStore, keys: RenterKeys) throws {
+        config = configuration
+        self.segments = segments
+        sealer = keys.chunkSealer()
+        maxSegmentSize = type(of: segments).maxSegmentSize
+        let state = configuration.stateDirectory
+        dirtyDirectory = state + "/cache/dirty"
+        let cleanDirectory = state + "/cache/clean"
+        for dir in [state, state + "/cache", dirtyDirectory, cleanDirectory] {
+            do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+                throw StoreOpenError("cannot create \(dir): \(error.localizedDescription)")
+            }
+        }
+        cleanCache = CleanCache(directory: cleanDirectory, budget: configuration.cacheBudget)
+        var dbConfig = Configuration()
+        dbConfig.prepareDatabase { db in
+            // NORMAL in WAL mode: a commit survives a crash of this process;
+            // fsync() additionally fsyncs the WAL for power loss.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        do {
+            db = try DatabasePool(path: state + "/meta.db", configuration: dbConfig)
+            try MetaSchema.migrator.migrate(db)
+        } catch {
+            throw StoreOpenError("cannot open \(state)/meta.db: \(error)")
+        }
+        try load()
+        walFD = Glibc.open(state + "/meta.db-wal", O_RDONLY | O_CLOEXEC)
+        dirtyDirFD = Glibc.open(dirtyDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        startUploader()
+    }
+
+    deinit {
+        if walFD >= 0 { close(walFD) }
+        if dirtyDirFD >= 0 { close(dirtyDirFD) }
+    }
+
+    // MARK: loading and crash recovery
+
+    private func load() throws {
+        let now = wallClockNanos()
+        try db.write { db in
+            if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM inode WHERE ino = 1") == 0 {
+                let mode = UInt32(S_IFDIR) | 0o755
+                try db.execute(sql: """
+                    INSERT INTO inode (ino, mode, uid, gid, nlink, size, rdev, atime, mtime, ctime, parent)
+                    VALUES (1, ?, ?, ?, 2, 0, 0, ?, ?, ?, 1)
+                    """, arguments: [mode, getuid(), getgid(), now, now, now])
+            }
+            // Orphans: unlinked while open when the last run ended.
+            try db.execute(sql: "DELETE FROM inode WHERE nlink = 0")
+            try db.execute(sql: "DELETE FROM xattr WHERE ino NOT IN (SELECT ino FROM inode)")
+            try db.execute(sql: "DELETE FROM chunk WHERE ino NOT IN (SELECT ino FROM inode)")
+        }
+        var dirtyFiles = Set<String>()
+        try db.read { db in
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM inode") {
+                let attr = InodeAttributes(
+                    ino: UInt64(row["ino"] as Int64), mode: UInt32(row["mode"] as Int64), uid: UInt32(row["uid"] as Int64),
+                    gid: UInt32(row["gid"] as Int64), nlink: UInt32(row["nlink"] as Int64), size: UInt64(row["size"] as Int64),
+                    rdev: UInt64(row["rdev"] as Int64), atime: row["atime"], mtime: row["mtime"], ctime: row["ctime"])
+                let rec = InodeRecord(attr: attr)
+                rec.parent = UInt64(row["parent"] as Int64)
+                if let t: Data = row["target"] { rec.target = [UInt8](t) }
+                inodes[attr.ino] = rec
+                nextIno = max(nextIno, attr.ino + 1)
+                if attr.isRegular { files[attr.ino] = FileData(ino: attr.ino) }
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT parent, name, ino, cookie FROM entry") {
+                let parent = UInt64(row["parent"] as Int64)
+                let name = [UInt8](row["name"] as Data)
+                let cookie: Int64 = row["cookie"]
+                inodes[parent]?.entries?[name] = DirectoryEntry(ino: UInt64(row["ino"] as Int64), cookie: cookie)
+                nextCookie = max(nextCookie, cookie + 1)
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT ino, name, value FROM xattr") {
+                inodes[UInt64(row["ino"] as Int64)]?.xattrs[[UInt8](row["name"] as Data)] = [UInt8](row["value"] as Data)
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM blob") {
+                guard let id = Hash256(bytes: row["chunk_id"] as Data), let seg = Hash256(bytes: row["segment"] as Data) else { continue }
+                blobs[id] = BlobLocation(segment: seg, offset: row["offset"], sealedLength: row["sealed_length"], plainLength: row["plain_length"])
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM chunk") {
+                let ino = UInt64(row["ino"] as Int64)
+                let idx: Int = row["idx"]
+                guard let f = files[ino] else { continue }
+                if (row["dirty"] as Int64) != 0 {
+                    let path = dirtyPath(ino, idx)
+                    var fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
+                    if fd < 0 {
+                        log.error("dirty chunk \(idx) of inode \(ino) lost its cache file \(path); it reads as zeros")
+                        fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+                    }
+                    let base = (row["base_id"] as Data?).flatMap { Hash256(bytes: $0) }
+                    let d = DirtyChunk(fd: fd, base: base, baseLimit: row["base_limit"])
+                    if let r: Data = row["ranges"] { d.ranges = RangeSet(encoded: [UInt8](r)) }
+                    d.unsynced = false
+                    d.lastWrite = 0  // upload soon
+                    f.chunks[idx] = .dirty(d)
+                    dirtyFiles.insert((path as NSString).lastPathComponent)
+                } else if let id = (row["chunk_id"] as Data?).flatMap({ Hash256(bytes: $0) }) {
+                    f.chunks[idx] = .clean(id: id, length: row["length"])
+                }
+            }
+        }
+        // Cache files no row names were written after the last persist and
+        // never fsynced: nothing promised them, drop them.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dirtyDirectory)) ?? [] where !dirtyFiles.contains(name) {
+            Glibc.unlink(dirtyDirectory + "/" + name)
+        }
+        let recovered = files.values.reduce(0) { $0 + $1.dirtyCount }
+        if recovered > 0 { log.notice("recovered \(recovered) dirty chunks from the cache; uploading them") }
+    }
+
+    func dirtyPath(_ ino: UInt64, _ idx: Int) -> String { "\(dirtyDirectory)/\(ino)-\(idx)" }
+
+    // MARK: persistence helpers (metaLock held)
+
+    func writeInodeRow(_ db: Database, _ rec: InodeRecord) throws {
+        let a = rec.attr
+        try db.execute(sql: """
+            INSERT OR REPLACE INTO inode (ino, mode, uid, gid, nlink, size, rdev, atime, mtime, ctime, parent, target)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [Int64(bitPattern: a.ino), a.mode, a.uid, a.gid, a.nlink, Int64(a.size), Int64(bitPattern: a.rdev),
+                             a.atime, a.mtime, a.ctime, Int64(bitPattern: rec.parent), rec.target.map { Data($0) }])
+    }
+
+    func writeChunkRow(_ db: Database, ino: UInt64, idx: Int, state: ChunkState?) throws {
+        switch state {
+        case nil:
+            try db.execute(sql: "DELETE FROM chunk WHERE ino = ? AND idx = ?", arguments: [Int64(bitPattern: ino), idx])
+        case let .clean(id, length)?:
+            try db.execute(sql: "INSERT OR REPLACE INTO chunk (ino, idx, dirty, chunk_id, length, base_id, base_limit, ranges) VALUES (?, ?, 0, ?, ?, NULL, 0, NULL)",
+                           arguments: [Int64(bitPattern: ino), idx, Data(id.bytes), length])
+        case let .dirty(d)?:
+            try db.execute(sql: "INSERT OR REPLACE INTO chunk (ino, idx, dirty, chunk_id, length, base_id, base_limit, ranges) VALUES (?, ?, 1, NULL, 0, ?, ?, ?)",
+                           arguments: [Int64(bitPattern: ino), idx, d.base.map { Data($0.bytes) }, d.baseLimit,
+                                       d.base == nil ? nil : Data(d.ranges.encoded)])
+        }
+    }
+
+    /// Writes a file's changed chunk rows and its inode row. Called with
+    /// `f.lock` held; takes metaLock.
+    func persistLocked(_ f: FileData) {
+        metaLock.lock()
+        defer { metaLock.unlock() }
+        needsPersist.remove(f.ino)
+        let rec = inodes[f.ino]
+        let changed = f.changed
+        if changed.isEmpty && rec == nil { return }
+        do {
+            try db.write { db in
+                if let rec { try writeInodeRow(db, rec) }
+                if !f.freed { for idx in changed { try writeChunkRow(db, ino: f.ino, idx: idx, state: f.chunks[idx]) } }
+            }
+            f.changed.removeAll()
+        } catch {
+            log.error("meta.db write failed for inode \(f.ino): \(error)")
+        }
+    }
+
+    /// Persists every file changed by writes since the last call.
+    func persistAll() {
+        metaLock.lock()
+        let pending = needsPersist.compactMap { files[$0] }
+        metaLock.unlock()
+        for f in pending {
+            f.lock.lock()
+            persistLocked(f)
+            f.lock.unlock()
+        }
+    }
+
+    /// Makes committed metadata durable against power loss (fsync of the WAL).
+    func syncDatabase() {
+        if walFD >= 0 { Glibc.fsync(walFD) }
+    }
+
+    func syncDirtyDirectory() {
+        if dirtyDirFD >= 0 { Glibc.fsync(dirtyDirFD) }
+    }
+
+    /// Runs `body` with metaLock held and a write transaction open.
+    func metaWrite<T>(_ body: (Database) throws -> T) throws(FSError) -> T {
+        do { return try db.write { try body($0) } } catch let e as FSError { throw e } catch {
+            log.error("meta.db write failed: \(error)")
+            throw .io
+        }
+    }
+}

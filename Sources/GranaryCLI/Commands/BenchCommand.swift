@@ -5,5 +5,5 @@ struct BenchCommand: AsyncParsableCommand {
         commandName: "bench",
         abstract: "The project's benchmarks; every figure next to a baseline measured in the same run.",
         discussion: "Run them on a release build (swift build -c release): debug builds are orders of magnitude slower on hot paths.",
-        subcommands: [CoreBench.self, TransferBench.self, DHTBench.self, NetworkBench.self])
+        subcommands: [CoreBench.self, TransferBench.self, DHTBench.self, NetworkBench.self, MountBench.self])
 }

@@ -1,9 +1,161 @@
 import ArgumentParser
+import Foundation
+import GranaryCore
+import GranaryFS
+import GranaryRenter
+import GranaryStore
+import Logging
 
 struct MountCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "mount", abstract: "Mount a renter against a network.")
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount a renter's folder in the foreground (Ctrl-C flushes and unmounts).",
+        discussion: """
+            Everything written to MOUNTPOINT lands in a local write-back cache under --state and is \
+            uploaded in the background; fsync returns once data is durable on the local disk, and \
+            `granary flush` waits until it is durable in segment storage. `granary status` shows progress.
+            """)
+
+    @Argument(help: "Folder to mount at (created if missing).") var mountpoint: String
+    @Option(help: "State folder: master key, meta.db, cache, control socket.") var state: String = MountCommand.defaultState
+    @Option(name: .customLong("cache-size"), help: "Budget for clean cached data, e.g. 512M, 10G.") var cacheSize: String = "4G"
+    @Option(name: .customLong("local-segments"), help: "Store segments in this local folder instead of on the network. For tests and development only.")
+    var localSegments: String?
+    @Option(help: "A network node to join, HOST:PORT.") var bootstrap: String?
+    @Option(name: .customLong("upload-idle"), help: .hidden) var uploadIdle: Double = 2
+    @Option(name: .customLong("read-timeout"), help: .hidden) var readTimeout: Double = 30
+    @Flag(name: .customLong("writeback-cache"), help: .hidden) var writebackCache = false
+
+    static var defaultState: String { (ProcessInfo.processInfo.environment["HOME"] ?? ".") + "/.granary/renter" }
 
     func run() async throws {
-        throw NotBuiltYet(command: "mount", issue: "see the open issues")
+        guard let budget = ByteSize.parse(cacheSize) else {
+            throw ValidationError("--cache-size \(cacheSize) is not a size: use a number with an optional K, M, G or T suffix")
+        }
+        let segments: any SegmentStore
+        if let localSegments {
+            segments = try FolderSegmentStore(directory: localSegments)
+        } else if bootstrap != nil {
+            throw ValidationError("--bootstrap is not wired to the network yet: use `granary up`, or --local-segments DIR for tests")
+        } else {
+            throw ValidationError("say where segments go: --bootstrap HOST:PORT (network) or --local-segments DIR (tests and development)")
+        }
+        var options = MountSession.Options(mountpoint: mountpoint, stateDirectory: state, cacheBudget: budget)
+        options.uploadIdle = uploadIdle
+        options.readTimeout = readTimeout
+        options.writebackCache = writebackCache
+        try await MountSession.run(options, segments: segments)
     }
+}
+
+/// Sizes on the command line: 4096, 512K, 64M, 10G, 1T (powers of 1024).
+enum ByteSize {
+    static func parse(_ text: String) -> UInt64? {
+        let t = text.trimmingCharacters(in: .whitespaces).uppercased().replacingOccurrences(of: "IB", with: "").replacingOccurrences(of: "B", with: "")
+        guard let last = t.last else { return nil }
+        let shifts: [Character: UInt64] = ["K": 10, "M": 20, "G": 30, "T": 40]
+        if let s = shifts[last] {
+            guard let v = Double(t.dropLast()), v >= 0 else { return nil }
+            return UInt64(v * Double(UInt64(1) << s))
+        }
+        return UInt64(t)
+    }
+}
+
+/// A running mount: the store over any `SegmentStore`, its control socket,
+/// and the FUSE loop. `granary up` calls this with the network's store.
+enum MountSession {
+    struct Options {
+        var mountpoint: String
+        var stateDirectory: String
+        var cacheBudget: UInt64
+        var uploadIdle: Double = 2
+        var readTimeout: Double = 30
+        var writebackCache = false
+        /// How long Ctrl-C/SIGTERM waits for uploads before unmounting.
+        var shutdownFlushSeconds: Double = 30
+    }
+
+    static func run(_ o: Options, segments: any SegmentStore, extraStatus: @escaping @Sendable () -> [String: String] = { [:] }) async throws {
+        let log = Logger(label: "granary.mount")
+        let fm = FileManager.default
+        let mountpoint = URL(fileURLWithPath: o.mountpoint).standardizedFileURL.path
+        let state = URL(fileURLWithPath: o.stateDirectory).standardizedFileURL.path
+        if try StaleMount.clearIfStale(mountpoint) {
+            log.notice("cleared a stale mount at \(mountpoint) left by a crashed run")
+        }
+        try? fm.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: mountpoint, isDirectory: &isDir), isDir.boolValue else {
+            throw MountFailure("mount point \(mountpoint) is not a folder")
+        }
+        do { try fm.createDirectory(atPath: state, withIntermediateDirectories: true) } catch {
+            throw MountFailure("cannot create state folder \(state): \(error.localizedDescription)")
+        }
+        chmod(state, 0o700)
+        // One mount per state folder.
+        let lockFD = open(state + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
+            throw MountFailure("state folder \(state) is in use by another granary mount")
+        }
+        defer { close(lockFD) }
+
+        let keyPath = state + "/master.key"
+        let keys: RenterKeys
+        if fm.fileExists(atPath: keyPath) {
+            let bytes = try SecretFile.read(keyPath)
+            guard bytes.count == RenterKeys.masterByteCount else {
+                throw MountFailure("\(keyPath) holds \(bytes.count) bytes, expected \(RenterKeys.masterByteCount): not a renter key")
+            }
+            keys = RenterKeys(master: bytes)
+        } else {
+            keys = RenterKeys.generate()
+            try SecretFile.write(keys.master, to: keyPath)
+            log.notice("created a new renter key at \(keyPath): back it up (`granary key export`), it alone restores your files")
+        }
+
+        var config = StoreConfiguration(stateDirectory: state, cacheBudget: o.cacheBudget)
+        config.idleUploadDelay = o.uploadIdle
+        config.readTimeout = o.readTimeout
+        let store = try GranaryStore(configuration: config, segments: segments, keys: keys)
+        let control = try ControlServer(stateDirectory: state, store: store, extra: extraStatus)
+        defer { control.close() }
+
+        var fsOptions = MountOptions(mountpoint: mountpoint)
+        fsOptions.writebackCache = o.writebackCache
+        let fs = GranaryFS(store: store, options: fsOptions)
+        let result: Result<Void, Error> = await withCheckedContinuation { cont in
+            let t = Thread {
+                do {
+                    try fs.run {
+                        print("granary mount ready at \(mountpoint)")
+                        print("  use it like any folder: cp, rsync -a, tar, restic, borg")
+                        print("  granary status --state \(state)    progress of uploads")
+                        print("  granary flush --state \(state)     wait until everything is stored")
+                        print("  Ctrl-C flushes (up to \(Int(o.shutdownFlushSeconds)) s) and unmounts")
+                        fflush(nil)
+                    }
+                    cont.resume(returning: .success(()))
+                } catch {
+                    cont.resume(returning: .failure(error))
+                }
+            }
+            t.name = "granary-fuse"
+            t.stackSize = 8 << 20
+            t.start()
+        }
+        log.notice("unmounted \(mountpoint); flushing what is dirty (up to \(Int(o.shutdownFlushSeconds)) s)")
+        store.shutdown(deadline: Date().addingTimeInterval(o.shutdownFlushSeconds))
+        let st = store.status()
+        if st.dirtyBytes > 0 {
+            log.notice("\(st.dirtyBytes) bytes stay in the local cache and upload on the next mount")
+        }
+        try result.get()
+    }
+}
+
+/// A mount that could not start, with what to do about it.
+struct MountFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
 }

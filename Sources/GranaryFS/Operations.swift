@@ -1,0 +1,371 @@
+import CFuse3
+import Foundation
+import GranaryStore
+
+/// The table of low-level callbacks. Each is a non-capturing closure that
+/// finds the filesystem object through the request's userdata.
+extension GranaryFS {
+    static func operations() -> fuse_lowlevel_ops {
+        var ops = fuse_lowlevel_ops()
+
+        ops.`init` = { userdata, conn in
+            guard let userdata, let conn else { return }
+            let fs = Unmanaged<GranaryFS>.fromOpaque(userdata).takeUnretainedValue()
+            // The kernel clears setuid/setgid on write and chown through
+            // setattr, and O_TRUNC arrives as a setattr of the size.
+            conn.pointee.want &= ~UInt32(FUSE_CAP_HANDLE_KILLPRIV)
+            conn.pointee.want &= ~UInt32(FUSE_CAP_ATOMIC_O_TRUNC)
+            if fs.options.writebackCache && conn.pointee.capable & UInt32(FUSE_CAP_WRITEBACK_CACHE) != 0 {
+                conn.pointee.want |= UInt32(FUSE_CAP_WRITEBACK_CACHE)
+            }
+            conn.pointee.max_write = 1 << 20
+            conn.pointee.max_readahead = 1 << 20
+        }
+
+        ops.lookup = { req, parent, name in
+            let fs = GranaryFS.fs(req)
+            fs.replyEntry(req) { () throws(FSError) in try fs.store.lookup(parent: UInt64(parent), name: GranaryFS.name(name)) }
+        }
+
+        ops.forget = { req, ino, n in
+            GranaryFS.fs(req).store.forget(UInt64(ino), n)
+            fuse_reply_none(req)
+        }
+
+        ops.forget_multi = { req, count, forgets in
+            let fs = GranaryFS.fs(req)
+            if let forgets {
+                for i in 0..<count { fs.store.forget(UInt64(forgets[i].ino), forgets[i].nlookup) }
+            }
+            fuse_reply_none(req)
+        }
+
+        ops.getattr = { req, ino, _ in
+            let fs = GranaryFS.fs(req)
+            do {
+                var st = GranaryFS.stat(try fs.store.getattr(UInt64(ino)))
+                fuse_reply_attr(req, &st, fs.options.attrTimeout)
+            } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+        }
+
+        ops.setattr = { req, ino, attr, toSet, _ in
+            let fs = GranaryFS.fs(req)
+            guard let attr else { fuse_reply_err(req, EINVAL); return }
+            var c = GranaryStore.AttributeChanges()
+            let a = attr.pointee
+            if toSet & FUSE_SET_ATTR_MODE != 0 { c.mode = a.st_mode }
+            if toSet & FUSE_SET_ATTR_UID != 0 { c.uid = a.st_uid }
+            if toSet & FUSE_SET_ATTR_GID != 0 { c.gid = a.st_gid }
+            if toSet & FUSE_SET_ATTR_SIZE != 0 { c.size = UInt64(max(0, a.st_size)) }
+            let now = Int64(Date().timeIntervalSince1970 * 1e9)
+            if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 { c.atime = now } else if toSet & FUSE_SET_ATTR_ATIME != 0 { c.atime = GranaryFS.nanos(a.st_atim) }
+            if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { c.mtime = now } else if toSet & FUSE_SET_ATTR_MTIME != 0 { c.mtime = GranaryFS.nanos(a.st_mtim) }
+            if toSet & FUSE_SET_ATTR_CTIME != 0 { c.ctime = GranaryFS.nanos(a.st_ctim) }
+            do {
+                var st = GranaryFS.stat(try fs.store.setattr(UInt64(ino), c))
+                fuse_reply_attr(req, &st, fs.options.attrTimeout)
+            } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+        }
+
+        ops.readlink = { req, ino in
+            let fs = GranaryFS.fs(req)
+            do {
+                var t = try fs.store.readlink(UInt64(ino))
+                t.append(0)
+                t.withUnsafeBufferPointer { p in
+                    p.withMemoryRebound(to: CChar.self) { _ = fuse_reply_readlink(req, $0.baseAddress) }
+                }
+            } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+        }
+
+        ops.mknod = { req, parent, name, mode, rdev in
+            let fs = GranaryFS.fs(req)
+            fs.replyEntry(req) { () throws(FSError) in
+                try fs.store.mknod(parent: UInt64(parent), name: GranaryFS.name(name), mode: mode, rdev: UInt64(rdev), caller: GranaryFS.caller(req))
+            }
+        }
+
+        ops.mkdir = { req, parent, name, mode in
+            let fs = GranaryFS.fs(req)
+            fs.replyEntry(req) { () throws(FSError) in
+                try fs.store.mkdir(parent: UInt64(parent), name: GranaryFS.name(name), mode: mode, caller: GranaryFS.caller(req))
+            }
+        }
+
+        ops.unlink = { req, parent, name in
+            let fs = GranaryFS.fs(req)
+            fs.replyError(req) { () throws(FSError) in try fs.store.unlink(parent: UInt64(parent), name: GranaryFS.name(name)) }
+        }
+
+        ops.rmdir = { req, parent, name in
+            let fs = GranaryFS.fs(req)
+            fs.replyError(req) { () throws(FSError) in try fs.store.rmdir(parent: UInt64(parent), name: GranaryFS.name(name)) }
+        }
+
+        ops.symlink = { req, link, parent, name in
+            let fs = GranaryFS.fs(req)
+            fs.replyEntry(req) { () throws(FSError) in
+                try fs.store.symlink(target: GranaryFS.name(link), parent: UInt64(parent), name: GranaryFS.name(name), caller: GranaryFS.caller(req))
+            }
+        }
+
+        ops.rename = { req, parent, name, newParent, newName, flags in
+            let fs = GranaryFS.fs(req)
+            fs.replyError(req) { () throws(FSError) in
+                try fs.store.rename(parent: UInt64(parent), name: GranaryFS.name(name), newParent: UInt64(newParent),
+                                    newName: GranaryFS.name(newName), flags: flags)
+            }
+        }
+
+        ops.link = { req, ino, newParent, newName in
+            let fs = GranaryFS.fs(req)
+            fs.replyEntry(req) { () throws(FSError) in
+                try fs.store.link(UInt64(ino), newParent: UInt64(newParent), newName: GranaryFS.name(newName))
+            }
+        }
+
+        ops.open = { req, ino, fi in
+            let fs = GranaryFS.fs(req)
+            do {
+                let a = try fs.store.getattr(UInt64(ino))
+                if a.isDirectory { throw FSError.isDirectory }
+                try fs.store.open(UInt64(ino))
+                if let fi {
+                    fi.pointee.fh = (fi.pointee.flags & O_APPEND) != 0 ? 1 : 0
+                    fi.pointee.keep_cache = 1
+                }
+                fuse_reply_open(req, fi)
+            } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+        }
+
+        ops.create = { req, parent, name, mode, fi in
+            let fs = GranaryFS.fs(req)
+            do {
+                let a = try fs.store.create(parent: UInt64(parent), name: GranaryFS.name(name), mode: mode, caller: GranaryFS.caller(req))
+                var e = fs.entry(a)
+                if let fi {
+                    fi.pointee.fh = (fi.pointee.flags & O_APPEND) != 0 ? 1 : 0
+                    fi.pointee.keep_cache = 1
+                }
+                fuse_reply_create(req, &e, fi)
+            } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+        }
+
+        ops.read = { req, ino, size, off, _ in
+            let fs = GranaryFS.fs(req)
+            let n = min(size, GranaryFS.bufferSize)
+            let buf = fs.takeBuffer()
+            defer { fs.giveBuffer(buf) }
+            do {
+                let got = try fs.store.read(UInt64(ino), offset: UInt64(max(0, off)), into: UnsafeMutableRawBufferPointer(start: buf, count: n))
+                fuse_reply_buf(req, buf.assumingMemoryBound(to: CChar.self), got)
+            } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+        }
+
+        ops.write = { req, ino, buf, size, off, fi in
+            let fs = GranaryFS.fs(req)
+            let append = fi.map { $0.pointee.fh & 1 != 0 } ?? false
+            do {
+                let n = try fs.store.write(UInt64(ino), offset: UInt64(max(0, off)),
+                                           data: UnsafeRawBufferPointer(start: buf, count: size), append: append)
+                fuse_reply_write(req, n)
+            } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+        }
+
+        ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
+
+        ops.release = { req, ino, _ in
+            GranaryFS.fs(req).store.release(UInt64(ino))
+            fuse_reply_err(req, 0)
+        }
+
+        ops.fsync = { req, ino, _, _ in
+            let fs = GranaryFS.fs(req)
+            fs.replyError(req) { () throws(FSError) in try fs.store.fsync(UInt64(ino)) }
+        }
+
+        ops.fsyncdir = { req, ino, _, _ in
+            GranaryFS.fs(req).store.fsyncDirectory(UInt64(ino))
+            fuse_reply_err(req, 0)
+        }
+
+        ops.opendir = { req, ino, fi in
+            let fs = GranaryFS.fs(req)
+            do {
+                let h = try fs.openDirectory(UInt64(ino))
+                fi?.pointee.fh = h
+                fuse_reply_open(req, fi)
+            } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+        }
+
+        ops.readdir = { req, ino, size, off, fi in
+            GranaryFS.fs(req).readdir(req, UInt64(ino), size, off, fi?.pointee.fh ?? 0, plus: false)
+        }
+
+        ops.readdirplus = { req, ino, size, off, fi in
+            GranaryFS.fs(req).readdir(req, UInt64(ino), size, off, fi?.pointee.fh ?? 0, plus: true)
+        }
+
+        ops.releasedir = { req, _, fi in
+            GranaryFS.fs(req).closeDirectory(fi?.pointee.fh ?? 0)
+            fuse_reply_err(req, 0)
+        }
+
+        ops.statfs = { req, _ in
+            let s = GranaryFS.fs(req).store.statfs()
+            var v = statvfs()
+            v.f_bsize = UInt(s.blockSize)
+            v.f_frsize = UInt(s.blockSize)
+            v.f_blocks = UInt(s.blocks)
+            v.f_bfree = UInt(s.free)
+            v.f_bavail = UInt(s.available)
+            v.f_files = UInt(s.files + 1_000_000)
+            v.f_ffree = 1_000_000
+            v.f_favail = 1_000_000
+            v.f_namemax = 255
+            fuse_reply_statfs(req, &v)
+        }
+
+        ops.setxattr = { req, ino, name, value, size, flags in
+            let fs = GranaryFS.fs(req)
+            let n = GranaryFS.name(name)
+            guard GranaryFS.xattrAllowed(n) else { fuse_reply_err(req, EOPNOTSUPP); return }
+            let v = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+            fs.replyError(req) { () throws(FSError) in try fs.store.setxattr(UInt64(ino), name: n, value: v, flags: flags) }
+        }
+
+        ops.getxattr = { req, ino, name, size in
+            let fs = GranaryFS.fs(req)
+            let n = GranaryFS.name(name)
+            guard GranaryFS.xattrAllowed(n) else { fuse_reply_err(req, EOPNOTSUPP); return }
+            do {
+                let v = try fs.store.getxattr(UInt64(ino), name: n)
+                GranaryFS.replyXattr(req, v, size)
+            } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+        }
+
+        ops.listxattr = { req, ino, size in
+            let fs = GranaryFS.fs(req)
+            do { GranaryFS.replyXattr(req, try fs.store.listxattr(UInt64(ino)), size) } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
+        }
+
+        ops.removexattr = { req, ino, name in
+            let fs = GranaryFS.fs(req)
+            let n = GranaryFS.name(name)
+            guard GranaryFS.xattrAllowed(n) else { fuse_reply_err(req, EOPNOTSUPP); return }
+            fs.replyError(req) { () throws(FSError) in try fs.store.removexattr(UInt64(ino), name: n) }
+        }
+
+        ops.access = { req, _, _ in fuse_reply_err(req, 0) }
+
+        ops.fallocate = { req, ino, mode, offset, length, _ in
+            let fs = GranaryFS.fs(req)
+            guard offset >= 0, length > 0 else { fuse_reply_err(req, EINVAL); return }
+            fs.replyError(req) { () throws(FSError) in
+                try fs.store.fallocate(UInt64(ino), mode: mode, offset: UInt64(offset), length: UInt64(length))
+            }
+        }
+        return ops
+    }
+
+    static func replyXattr(_ req: fuse_req_t?, _ v: [UInt8], _ size: Int) {
+        if size == 0 { fuse_reply_xattr(req, v.count); return }
+        if size < v.count { fuse_reply_err(req, ERANGE); return }
+        v.withUnsafeBytes { p in _ = fuse_reply_buf(req, p.baseAddress?.assumingMemoryBound(to: CChar.self), p.count) }
+    }
+
+    // MARK: directories
+
+    func openDirectory(_ ino: UInt64) throws(FSError) -> UInt64 {
+        let listing = try store.listDirectory(ino)
+        let h = DirectoryHandle()
+        h.parent = listing.parent
+        h.entries = listing.entries
+        handleLock.lock(); defer { handleLock.unlock() }
+        let id = nextHandle
+        nextHandle += 1
+        dirHandles[id] = h
+        return id
+    }
+
+    func closeDirectory(_ fh: UInt64) {
+        handleLock.lock(); dirHandles[fh] = nil; handleLock.unlock()
+    }
+
+    /// Offsets: 1 is ".", 2 is "..", then each entry's cookie, which never
+    /// changes while the entry exists, so a listing resumes correctly even
+    /// when the directory changes between calls.
+    func readdir(_ req: fuse_req_t?, _ ino: UInt64, _ size: Int, _ off: off_t, _ fh: UInt64, plus: Bool) {
+        handleLock.lock()
+        let h = dirHandles[fh]
+        handleLock.unlock()
+        guard let h else { fuse_reply_err(req, EBADF); return }
+        if off == 0, let fresh = try? store.listDirectory(ino) {
+            h.parent = fresh.parent
+            h.entries = fresh.entries
+        }
+        let buf = takeBuffer()
+        defer { giveBuffer(buf) }
+        let cap = min(size, GranaryFS.bufferSize)
+        var used = 0
+        let p = buf.assumingMemoryBound(to: CChar.self)
+
+        func add(_ name: FileName, _ attr: InodeAttributes?, ino: UInt64, mode: UInt32, next: Int64, counted: Bool) -> Bool {
+            var nameZ = name
+            nameZ.append(0)
+            return nameZ.withUnsafeBufferPointer { np in
+                np.withMemoryRebound(to: CChar.self) { cname in
+                    let need: Int
+                    if plus {
+                        var e = fuse_entry_param()
+                        if let attr, counted { e = entry(attr) } else {
+                            e.attr.st_ino = UInt(ino)
+                            e.attr.st_mode = mode
+                        }
+                        need = fuse_add_direntry_plus(req, p + used, cap - used, cname.baseAddress, &e, off_t(next))
+                    } else {
+                        var st = Glibc.stat()
+                        st.st_ino = UInt(ino)
+                        st.st_mode = mode
+                        need = fuse_add_direntry(req, p + used, cap - used, cname.baseAddress, &st, off_t(next))
+                    }
+                    if used + need > cap { return false }
+                    used += need
+                    return true
+                }
+            }
+        }
+
+        var position = Int64(off)
+        if position < 1 {
+            if !add([0x2e], nil, ino: ino, mode: UInt32(0o040000), next: 1, counted: false) { return finish() }
+            position = 1
+        }
+        if position < 2 {
+            if !add([0x2e, 0x2e], nil, ino: h.parent, mode: UInt32(0o040000), next: 2, counted: false) { return finish() }
+            position = 2
+        }
+        // First entry with a cookie beyond the offset (entries are sorted).
+        var lo = 0, hi = h.entries.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if h.entries[mid].cookie <= position { lo = mid + 1 } else { hi = mid }
+        }
+        for e in h.entries[lo...] {
+            if plus {
+                // Only entries still present are returned with attributes;
+                // each one returned counts as a kernel lookup.
+                guard let attr = try? store.getattr(e.ino) else { continue }
+                if !add(e.name, attr, ino: e.ino, mode: attr.mode, next: e.cookie, counted: true) { break }
+                store.addLookups(e.ino)
+            } else {
+                if !add(e.name, nil, ino: e.ino, mode: e.mode, next: e.cookie, counted: false) { break }
+            }
+        }
+        return finish()
+
+        func finish() {
+            fuse_reply_buf(req, p, used)
+        }
+    }
+}

@@ -1,0 +1,318 @@
+import Foundation
+import GRDB
+import GranaryCore
+
+/// File content: reads and writes through the chunk cache.
+extension GranaryStore {
+    // MARK: helpers
+
+    @inline(__always) func preadFull(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int, _ off: Int) -> Int {
+        var done = 0
+        while done < n {
+            let r = pread(fd, p + done, n - done, off_t(off + done))
+            if r < 0 { if errno == EINTR { continue }; return -1 }
+            if r == 0 { break }
+            done += r
+        }
+        return done
+    }
+
+    @inline(__always) func pwriteFull(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int, _ off: Int) -> Bool {
+        var done = 0
+        while done < n {
+            let r = pwrite(fd, p + done, n - done, off_t(off + done))
+            if r < 0 { if errno == EINTR { continue }; return false }
+            done += r
+        }
+        return true
+    }
+
+    /// Writes fail with ENOSPC, with a log line, when the cache disk is
+    /// nearly full and evicting clean chunks does not help.
+    func checkCacheSpace() throws(FSError) {
+        func free() -> UInt64 { diskSpace(dirtyDirectory)?.available ?? .max }
+        if free() >= config.minimumFreeDisk { return }
+        cleanCache.evictAll()
+        if free() >= config.minimumFreeDisk { return }
+        log.error("cache disk at \(config.stateDirectory) has less than \(config.minimumFreeDisk >> 20) MiB free: writes fail with ENOSPC until the uploader drains dirty data")
+        throw .noSpace
+    }
+
+    /// The chunk at `idx` as a dirty chunk, made so if needed (f.lock held).
+    func dirtyChunk(_ f: FileData, _ idx: Int) throws(FSError) -> DirtyChunk {
+        if case let .dirty(d)? = f.chunks[idx] { return d }
+        try checkCacheSpace()
+        let path = dirtyPath(f.ino, idx)
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            log.error("cannot create cache file \(path): \(String(cString: strerror(errno)))")
+            throw errno == ENOSPC ? .noSpace : .io
+        }
+        let d: DirtyChunk
+        if case let .clean(id, length)? = f.chunks[idx] {
+            f.closeCleanFD(idx)
+            if let src = cleanCache.open(id) {
+                // Cached: copy, and the chunk is complete from the start.
+                let buf = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
+                let n = preadFull(src, buf, length, 0)
+                let copied = n >= 0 && pwriteFull(fd, buf, n, 0)
+                buf.deallocate()
+                close(src)
+                if !copied { close(fd); Glibc.unlink(path); throw .io }
+                d = DirtyChunk(fd: fd, base: nil, baseLimit: 0)
+            } else {
+                d = DirtyChunk(fd: fd, base: id, baseLimit: length)
+            }
+        } else {
+            d = DirtyChunk(fd: fd, base: nil, baseLimit: 0)
+        }
+        f.chunks[idx] = .dirty(d)
+        f.changed.insert(idx)
+        return d
+    }
+
+    /// Fetches a clean chunk's plaintext from segment storage into the
+    /// cache; bounded by the read timeout.
+    func fetchIntoCache(_ id: Hash256) throws(FSError) {
+        if cleanCache.contains(id) { return }
+        blobLock.lock()
+        let loc = blobs[id]
+        blobLock.unlock()
+        guard let loc else {
+            log.error("chunk \(id.short) has no recorded segment: metadata is inconsistent")
+            throw .io
+        }
+        let store = segments
+        let sealed: [UInt8]
+        do {
+            sealed = try Blocking.run(timeout: config.readTimeout) {
+                try await store.read(loc.segment, offset: loc.offset, length: loc.sealedLength)
+            }
+        } catch {
+            log.error("read of chunk \(id.short) from segment \(loc.segment.short) failed: \(error)")
+            throw .io
+        }
+        let plain: [UInt8]
+        do { plain = try sealer.open(sealed, chunkID: id) } catch {
+            log.error("chunk \(id.short) from segment \(loc.segment.short) failed to open: \(error)")
+            throw .io
+        }
+        let path = cleanCache.path(id)
+        let tmp = path + ".\(UInt64.random(in: 0 ... .max)).tmp"
+        let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .io }
+        let ok = plain.withUnsafeBytes { pwriteFull(fd, $0.baseAddress!, $0.count, 0) }
+        close(fd)
+        guard ok, Glibc.rename(tmp, path) == 0 else { Glibc.unlink(tmp); throw .io }
+        cleanCache.insert(id, size: UInt64(plain.count))
+    }
+
+    /// Fetches a dirty chunk's base and fills what was not written over it.
+    func mergeBase(_ f: FileData, _ idx: Int, _ d: DirtyChunk) throws(FSError) {
+        guard let base = d.base else { return }
+        try fetchIntoCache(base)
+        guard let src = cleanCache.open(base) else { throw .io }
+        defer { close(src) }
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer { buf.deallocate() }
+        for (s, e) in d.ranges.gaps(below: d.baseLimit) {
+            let n = preadFull(src, buf, e - s, s)
+            if n > 0 && !pwriteFull(d.fd, buf, n, s) { throw .io }
+        }
+        d.base = nil
+        d.ranges = RangeSet()
+        d.unsynced = true
+        f.changed.insert(idx)
+    }
+
+    // MARK: read
+
+    /// Reads up to `buffer.count` bytes at `offset`; returns the count (0 at EOF).
+    public func read(_ ino: UInt64, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FSError) -> Int {
+        guard let f = fileData(ino) else { throw .isDirectory }
+        f.lock.lock()
+        defer { f.lock.unlock() }
+        metaLock.lock()
+        let size = inodes[ino]?.attr.size ?? 0
+        metaLock.unlock()
+        if offset >= size || buffer.count == 0 { return 0 }
+        let total = Int(min(UInt64(buffer.count), size - offset))
+        let sequential = offset == f.lastReadEnd
+        var done = 0
+        var fetchedCold = false
+        while done < total {
+            let pos = Int(offset) + done
+            let idx = pos / chunkSize
+            let within = pos % chunkSize
+            let n = min(chunkSize - within, total - done)
+            let dst = buffer.baseAddress! + done
+            switch f.chunks[idx] {
+            case nil:
+                memset(dst, 0, n)
+            case let .dirty(d)?:
+                if d.base != nil && !d.ranges.covers(within, within + n) { try mergeBase(f, idx, d) }
+                let r = preadFull(d.fd, dst, n, within)
+                if r < 0 { throw .io }
+                if r < n { memset(dst + r, 0, n - r) }
+            case let .clean(id, length)?:
+                var fd: Int32
+                if let e = f.cleanFDs[idx], e.id == id { fd = e.fd } else {
+                    f.closeCleanFD(idx)
+                    if let o = cleanCache.open(id) { fd = o } else {
+                        try fetchIntoCache(id)
+                        fetchedCold = true
+                        guard let o = cleanCache.open(id) else { throw .io }
+                        fd = o
+                    }
+                    f.cleanFDs[idx] = (id, fd)
+                }
+                let avail = max(0, min(n, length - within))
+                let r = avail > 0 ? preadFull(fd, dst, avail, within) : 0
+                if r < 0 { throw .io }
+                if r < n { memset(dst + r, 0, n - r) }
+            }
+            done += n
+        }
+        f.lastReadEnd = offset + UInt64(total)
+        if sequential || fetchedCold { readAhead(f, after: (Int(offset) + total - 1) / chunkSize) }
+        return total
+    }
+
+    /// Sequential reads fetch the next chunks in the background (f.lock held).
+    private func readAhead(_ f: FileData, after idx: Int) {
+        let ids: [Hash256] = ((idx + 1)...(idx + 2)).compactMap { next in
+            if case let .clean(id, _)? = f.chunks[next], !cleanCache.contains(id) { return id }
+            return nil
+        }
+        guard !ids.isEmpty else { return }
+        // A plain thread, never a Dispatch worker: blocking those starves
+        // the Swift concurrency pool the segment store's reads run on.
+        let t = Thread { [self] in
+            for id in ids { try? fetchIntoCache(id) }
+        }
+        t.start()
+    }
+
+    // MARK: write
+
+    /// Writes `data` at `offset` (or at the end when `append`); never waits
+    /// for the network.
+    public func write(_ ino: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, append: Bool = false) throws(FSError) -> Int {
+        guard let f = fileData(ino) else { throw .isDirectory }
+        f.lock.lock()
+        defer { f.lock.unlock() }
+        if f.freed { throw .notFound }
+        var start = offset
+        if append { metaLock.lock(); start = inodes[ino]?.attr.size ?? offset; metaLock.unlock() }
+        if start + UInt64(data.count) > UInt64(Int64.max) { throw FSError(EFBIG) }
+        var done = 0
+        while done < data.count {
+            let pos = Int(start) + done
+            let idx = pos / chunkSize
+            let within = pos % chunkSize
+            let n = min(chunkSize - within, data.count - done)
+            let d = try dirtyChunk(f, idx)
+            guard pwriteFull(d.fd, data.baseAddress! + done, n, within) else {
+                let e = errno
+                log.error("write to cache file of inode \(ino) failed: \(String(cString: strerror(e)))")
+                throw e == ENOSPC ? .noSpace : .io
+            }
+            if d.base != nil { d.ranges.insert(within, within + n); f.changed.insert(idx) }
+            d.touch()
+            done += n
+        }
+        let now = wallClockNanos()
+        metaLock.lock()
+        if let rec = inodes[ino] {
+            let end = start + UInt64(data.count)
+            if end > rec.attr.size { rec.attr.size = end; f.changed.insert(Int(end - 1) / chunkSize) }
+            rec.attr.mtime = now
+            rec.attr.ctime = now
+            needsPersist.insert(ino)
+        }
+        metaLock.unlock()
+        return data.count
+    }
+
+    // MARK: truncate, allocate, sync
+
+    /// Sets a file's size: chunks beyond go, the boundary chunk is cut.
+    func truncate(_ f: FileData, to newSize: UInt64) throws(FSError) {
+        f.lock.lock()
+        defer { f.lock.unlock() }
+        metaLock.lock()
+        let old = inodes[f.ino]?.attr.size ?? 0
+        metaLock.unlock()
+        if newSize < old {
+            let keep = Int((newSize + UInt64(chunkSize) - 1) / UInt64(chunkSize))  // chunks [0, keep) stay
+            for idx in Array(f.chunks.keys) where idx >= keep {
+                if case let .dirty(d)? = f.chunks[idx] { close(d.fd); Glibc.unlink(dirtyPath(f.ino, idx)) }
+                f.closeCleanFD(idx)
+                f.chunks[idx] = nil
+                f.changed.insert(idx)
+            }
+            let within = Int(newSize % UInt64(chunkSize))
+            let last = Int(newSize / UInt64(chunkSize))
+            if within > 0, let state = f.chunks[last] {
+                var cut = true
+                if case let .clean(_, length) = state, length <= within { cut = false }
+                if cut {
+                    let d = try dirtyChunk(f, last)
+                    ftruncate(d.fd, off_t(within))
+                    d.ranges.clip(within)
+                    d.baseLimit = min(d.baseLimit, within)
+                    d.touch()
+                    f.changed.insert(last)
+                }
+            }
+        }
+        metaLock.lock()
+        if let rec = inodes[f.ino] { rec.attr.size = newSize }
+        needsPersist.insert(f.ino)
+        metaLock.unlock()
+        persistLocked(f)
+    }
+
+    public static let fallocKeepSize: Int32 = 1
+
+    public func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws(FSError) {
+        guard let f = fileData(ino) else { throw .notSupported }
+        if mode & ~Self.fallocKeepSize != 0 { throw .notSupported }
+        if length == 0 { throw .invalid }
+        try checkCacheSpace()
+        if mode & Self.fallocKeepSize != 0 { return }
+        f.lock.lock()
+        defer { f.lock.unlock() }
+        metaLock.lock()
+        if let rec = inodes[ino], offset + length > rec.attr.size {
+            rec.attr.size = offset + length
+            rec.attr.ctime = wallClockNanos()
+            needsPersist.insert(ino)
+        }
+        metaLock.unlock()
+    }
+
+    /// fsync: returns once the file's data and metadata are durable on the
+    /// local disk (cache files, meta.db's WAL, the cache directory).
+    public func fsync(_ ino: UInt64) throws(FSError) {
+        if let f = fileData(ino) {
+            f.lock.lock()
+            var failed = false
+            for (_, state) in f.chunks {
+                if case let .dirty(d) = state, d.unsynced {
+                    if Glibc.fsync(d.fd) != 0 { failed = true } else { d.unsynced = false }
+                }
+            }
+            persistLocked(f)
+            f.lock.unlock()
+            if failed { throw .io }
+            syncDirtyDirectory()
+        }
+        syncDatabase()
+    }
+
+    /// fsyncdir: directory changes are already committed; make them durable.
+    public func fsyncDirectory(_ ino: UInt64) {
+        syncDatabase()
+    }
+}

@@ -1,0 +1,501 @@
+import Foundation
+import GRDB
+import GranaryCore
+
+/// Namespace operations: each is one meta.db transaction, applied to memory
+/// and database under metaLock.
+extension GranaryStore {
+    @inline(__always) func checkName(_ name: FileName) throws(FSError) {
+        if name.count > maxNameLength { throw .nameTooLong }
+        if name.isEmpty { throw .notFound }
+    }
+
+    /// The directory record for `ino` (metaLock held).
+    func directory(_ ino: UInt64) throws(FSError) -> InodeRecord {
+        guard let rec = inodes[ino] else { throw .notFound }
+        guard rec.entries != nil else { throw .notDirectory }
+        return rec
+    }
+
+    // MARK: lookup and attributes
+
+    /// Looks `name` up in `parent` and counts a kernel reference.
+    public func lookup(parent: UInt64, name: FileName) throws(FSError) -> InodeAttributes {
+        if name.count > maxNameLength { throw .nameTooLong }
+        metaLock.lock(); defer { metaLock.unlock() }
+        let dir = try directory(parent)
+        let ino: UInt64
+        if name == [0x2e] { ino = parent }
+        else if name == [0x2e, 0x2e] { ino = dir.parent }
+        else {
+            guard let e = dir.entries![name] else { throw .notFound }
+            ino = e.ino
+        }
+        guard let rec = inodes[ino] else { throw .notFound }
+        rec.lookups += 1
+        return rec.attr
+    }
+
+    /// Adds kernel references (readdirplus entries).
+    public func addLookups(_ ino: UInt64, _ n: UInt64 = 1) {
+        metaLock.lock(); defer { metaLock.unlock() }
+        inodes[ino]?.lookups += n
+    }
+
+    /// Drops kernel references; frees an unlinked inode nobody uses.
+    public func forget(_ ino: UInt64, _ n: UInt64) {
+        metaLock.lock()
+        var free: UInt64?
+        if let rec = inodes[ino] {
+            rec.lookups = rec.lookups >= n ? rec.lookups - n : 0
+            if rec.lookups == 0 && rec.opens == 0 && rec.attr.nlink == 0 { free = detachLocked(ino) }
+        }
+        metaLock.unlock()
+        if let free { releaseData(free) }
+    }
+
+    public func getattr(_ ino: UInt64) throws(FSError) -> InodeAttributes {
+        metaLock.lock(); defer { metaLock.unlock() }
+        guard let rec = inodes[ino] else { throw .notFound }
+        return rec.attr
+    }
+
+    public func readlink(_ ino: UInt64) throws(FSError) -> [UInt8] {
+        metaLock.lock(); defer { metaLock.unlock() }
+        guard let rec = inodes[ino] else { throw .notFound }
+        guard let t = rec.target else { throw .invalid }
+        return t
+    }
+
+    /// What `setattr` changes; nil leaves a field alone.
+    public struct AttributeChanges: Sendable {
+        public var mode: UInt32?
+        public var uid: UInt32?
+        public var gid: UInt32?
+        public var size: UInt64?
+        public var atime: Int64?
+        public var mtime: Int64?
+        public var ctime: Int64?
+        public init() {}
+    }
+
+    public func setattr(_ ino: UInt64, _ c: AttributeChanges) throws(FSError) -> InodeAttributes {
+        if let size = c.size {
+            guard let f = fileData(ino) else {
+                if (try getattr(ino)).isDirectory { throw .isDirectory }
+                throw .invalid
+            }
+            try truncate(f, to: size)
+        }
+        metaLock.lock(); defer { metaLock.unlock() }
+        guard let rec = inodes[ino] else { throw .notFound }
+        let now = wallClockNanos()
+        var a = rec.attr
+        if let m = c.mode { a.mode = (a.mode & UInt32(S_IFMT)) | (m & 0o7777) }
+        if let u = c.uid { a.uid = u }
+        if let g = c.gid { a.gid = g }
+        if let t = c.atime { a.atime = t }
+        if let t = c.mtime { a.mtime = t }
+        if c.size != nil && c.mtime == nil { a.mtime = now }
+        a.ctime = c.ctime ?? now
+        if let s = c.size { a.size = s }
+        rec.attr = a
+        try metaWrite { db in try writeInodeRow(db, rec) }
+        return a
+    }
+
+    // MARK: creating
+
+    /// Ownership and mode of a new inode, as Linux does it: the caller owns
+    /// it; in a setgid directory it takes the directory's group, and a new
+    /// directory keeps the setgid bit.
+    private func newAttributes(parent: InodeRecord, mode: UInt32, caller: Caller, rdev: UInt64 = 0) -> InodeAttributes {
+        let now = wallClockNanos()
+        var gid = caller.gid
+        var mode = mode
+        if parent.attr.mode & UInt32(S_ISGID) != 0 {
+            gid = parent.attr.gid
+            if mode & UInt32(S_IFMT) == UInt32(S_IFDIR) { mode |= UInt32(S_ISGID) }
+        }
+        let isDir = mode & UInt32(S_IFMT) == UInt32(S_IFDIR)
+        let ino = nextIno
+        nextIno += 1
+        return InodeAttributes(ino: ino, mode: mode, uid: caller.uid, gid: gid, nlink: isDir ? 2 : 1, size: 0,
+                               rdev: rdev, atime: now, mtime: now, ctime: now)
+    }
+
+    private func insertLocked(parent dir: InodeRecord, name: FileName, attr: InodeAttributes, target: [UInt8]? = nil) throws(FSError) -> InodeRecord {
+        let rec = InodeRecord(attr: attr)
+        rec.target = target
+        rec.lookups = 1
+        if attr.isDirectory { rec.parent = dir.attr.ino; dir.attr.nlink += 1 }
+        let cookie = nextCookie
+        nextCookie += 1
+        dir.attr.mtime = attr.ctime
+        dir.attr.ctime = attr.ctime
+        try metaWrite { db in
+            try writeInodeRow(db, rec)
+            try writeInodeRow(db, dir)
+            try db.execute(sql: "INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
+                           arguments: [Int64(bitPattern: dir.attr.ino), Data(name), Int64(bitPattern: attr.ino), cookie])
+        }
+        dir.entries![name] = DirectoryEntry(ino: attr.ino, cookie: cookie)
+        inodes[attr.ino] = rec
+        if attr.isRegular { files[attr.ino] = FileData(ino: attr.ino) }
+        return rec
+    }
+
+    /// mknod, mkfifo, and plain file creation.
+    public func mknod(parent: UInt64, name: FileName, mode: UInt32, rdev: UInt64, caller: Caller) throws(FSError) -> InodeAttributes {
+        try checkName(name)
+        metaLock.lock(); defer { metaLock.unlock() }
+        let dir = try directory(parent)
+        if dir.entries![name] != nil || name == [0x2e] || name == [0x2e, 0x2e] { throw .exists }
+        var m = mode
+        if m & UInt32(S_IFMT) == 0 { m |= UInt32(S_IFREG) }
+        let attr = newAttributes(parent: dir, mode: m, caller: caller, rdev: rdev)
+        return try insertLocked(parent: dir, name: name, attr: attr).attr
+    }
+
+    /// create(): a new regular file, opened.
+    public func create(parent: UInt64, name: FileName, mode: UInt32, caller: Caller) throws(FSError) -> InodeAttributes {
+        let a = try mknod(parent: parent, name: name, mode: UInt32(S_IFREG) | (mode & 0o7777), rdev: 0, caller: caller)
+        metaLock.lock(); inodes[a.ino]?.opens += 1; metaLock.unlock()
+        return a
+    }
+
+    public func mkdir(parent: UInt64, name: FileName, mode: UInt32, caller: Caller) throws(FSError) -> InodeAttributes {
+        try checkName(name)
+        metaLock.lock(); defer { metaLock.unlock() }
+        let dir = try directory(parent)
+        if dir.entries![name] != nil || name == [0x2e] || name == [0x2e, 0x2e] { throw .exists }
+        let attr = newAttributes(parent: dir, mode: UInt32(S_IFDIR) | (mode & 0o7777), caller: caller)
+        return try insertLocked(parent: dir, name: name, attr: attr).attr
+    }
+
+    public func symlink(target: [UInt8], parent: UInt64, name: FileName, caller: Caller) throws(FSError) -> InodeAttributes {
+        try checkName(name)
+        if target.count >= 4096 { throw .nameTooLong }
+        metaLock.lock(); defer { metaLock.unlock() }
+        let dir = try directory(parent)
+        if dir.entries![name] != nil { throw .exists }
+        var attr = newAttributes(parent: dir, mode: UInt32(S_IFLNK) | 0o777, caller: caller)
+        attr.size = UInt64(target.count)
+        return try insertLocked(parent: dir, name: name, attr: attr, target: target).attr
+    }
+
+    public func link(_ ino: UInt64, newParent: UInt64, newName: FileName) throws(FSError) -> InodeAttributes {
+        try checkName(newName)
+        metaLock.lock(); defer { metaLock.unlock() }
+        let dir = try directory(newParent)
+        guard let rec = inodes[ino] else { throw .notFound }
+        if rec.attr.isDirectory { throw .permission }
+        if dir.entries![newName] != nil { throw .exists }
+        if rec.attr.nlink == 0 { throw .notFound }
+        let now = wallClockNanos()
+        rec.attr.nlink += 1
+        rec.attr.ctime = now
+        rec.lookups += 1
+        dir.attr.mtime = now
+        dir.attr.ctime = now
+        let cookie = nextCookie
+        nextCookie += 1
+        try metaWrite { db in
+            try writeInodeRow(db, rec)
+            try writeInodeRow(db, dir)
+            try db.execute(sql: "INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
+                           arguments: [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: ino), cookie])
+        }
+        dir.entries![newName] = DirectoryEntry(ino: ino, cookie: cookie)
+        return rec.attr
+    }
+
+    // MARK: removing
+
+    /// Removes an inode nobody references from memory and meta.db; returns
+    /// its number when it has file data to release outside metaLock.
+    func detachLocked(_ ino: UInt64) -> UInt64? {
+        guard let rec = inodes.removeValue(forKey: ino) else { return nil }
+        do {
+            try db.write { db in
+                try db.execute(sql: "DELETE FROM inode WHERE ino = ?", arguments: [Int64(bitPattern: ino)])
+                try db.execute(sql: "DELETE FROM xattr WHERE ino = ?", arguments: [Int64(bitPattern: ino)])
+            }
+        } catch { log.error("meta.db: cannot delete inode \(ino): \(error)") }
+        return rec.attr.isRegular ? ino : nil
+    }
+
+    /// Frees a detached file's chunks and cache files.
+    func releaseData(_ ino: UInt64) {
+        metaLock.lock()
+        let f = files.removeValue(forKey: ino)
+        needsPersist.remove(ino)
+        metaLock.unlock()
+        guard let f else { return }
+        f.lock.lock()
+        defer { f.lock.unlock() }
+        f.freed = true
+        f.closeAllCleanFDs()
+        for (idx, state) in f.chunks {
+            if case let .dirty(d) = state { close(d.fd); Glibc.unlink(dirtyPath(ino, idx)) }
+        }
+        f.chunks.removeAll()
+        do { try db.write { try $0.execute(sql: "DELETE FROM chunk WHERE ino = ?", arguments: [Int64(bitPattern: ino)]) } } catch {
+            log.error("meta.db: cannot delete chunks of inode \(ino): \(error)")
+        }
+    }
+
+    /// Drops one link to `rec` (metaLock held); returns an inode to release.
+    private func dropLinkLocked(_ rec: InodeRecord, now: Int64) -> UInt64? {
+        if rec.attr.isDirectory { rec.attr.nlink = 0 } else if rec.attr.nlink > 0 { rec.attr.nlink -= 1 }
+        rec.attr.ctime = now
+        if rec.attr.nlink == 0 && rec.lookups == 0 && rec.opens == 0 { return detachLocked(rec.attr.ino) }
+        return nil
+    }
+
+    public func unlink(parent: UInt64, name: FileName) throws(FSError) {
+        try checkName(name)
+        var free: UInt64?
+        do {
+            metaLock.lock(); defer { metaLock.unlock() }
+            let dir = try directory(parent)
+            guard let e = dir.entries![name], let rec = inodes[e.ino] else { throw .notFound }
+            if rec.attr.isDirectory { throw .isDirectory }
+            let now = wallClockNanos()
+            dir.attr.mtime = now
+            dir.attr.ctime = now
+            rec.attr.nlink -= 1
+            rec.attr.ctime = now
+            try metaWrite { db in
+                try db.execute(sql: "DELETE FROM entry WHERE parent = ? AND name = ?", arguments: [Int64(bitPattern: parent), Data(name)])
+                try writeInodeRow(db, dir)
+                try writeInodeRow(db, rec)
+            }
+            dir.entries![name] = nil
+            if rec.attr.nlink == 0 && rec.lookups == 0 && rec.opens == 0 { free = detachLocked(rec.attr.ino) }
+        }
+        if let free { releaseData(free) }
+    }
+
+    public func rmdir(parent: UInt64, name: FileName) throws(FSError) {
+        try checkName(name)
+        if name == [0x2e] { throw .invalid }
+        if name == [0x2e, 0x2e] { throw .notEmpty }
+        metaLock.lock(); defer { metaLock.unlock() }
+        let dir = try directory(parent)
+        guard let e = dir.entries![name], let rec = inodes[e.ino] else { throw .notFound }
+        guard rec.attr.isDirectory else { throw .notDirectory }
+        if !rec.entries!.isEmpty { throw .notEmpty }
+        let now = wallClockNanos()
+        dir.attr.mtime = now
+        dir.attr.ctime = now
+        dir.attr.nlink -= 1
+        rec.attr.nlink = 0
+        rec.attr.ctime = now
+        try metaWrite { db in
+            try db.execute(sql: "DELETE FROM entry WHERE parent = ? AND name = ?", arguments: [Int64(bitPattern: parent), Data(name)])
+            try writeInodeRow(db, dir)
+            try writeInodeRow(db, rec)
+        }
+        dir.entries![name] = nil
+        if rec.lookups == 0 && rec.opens == 0 { _ = detachLocked(rec.attr.ino) }
+    }
+
+    /// True when `ino` is `ancestor` or lies below it (metaLock held).
+    private func isInSubtree(_ ino: UInt64, of ancestor: UInt64) -> Bool {
+        var cur = ino
+        var steps = 0
+        while steps < 100_000 {
+            if cur == ancestor { return true }
+            if cur == Self.rootIno { return false }
+            guard let rec = inodes[cur] else { return false }
+            cur = rec.parent
+            steps += 1
+        }
+        return false
+    }
+
+    public static let renameNoReplace: UInt32 = 1
+    public static let renameExchange: UInt32 = 2
+
+    public func rename(parent: UInt64, name: FileName, newParent: UInt64, newName: FileName, flags: UInt32) throws(FSError) {
+        try checkName(name)
+        try checkName(newName)
+        if flags & ~(Self.renameNoReplace | Self.renameExchange) != 0 { throw .invalid }
+        if flags & Self.renameNoReplace != 0 && flags & Self.renameExchange != 0 { throw .invalid }
+        for n in [name, newName] where n == [0x2e] || n == [0x2e, 0x2e] { throw .invalid }
+        var free: UInt64?
+        do {
+            metaLock.lock(); defer { metaLock.unlock() }
+            let src = try directory(parent)
+            let dst = try directory(newParent)
+            guard let se = src.entries![name], let srec = inodes[se.ino] else { throw .notFound }
+            let de = dst.entries![newName]
+            let drec = de.flatMap { inodes[$0.ino] }
+            let now = wallClockNanos()
+
+            if flags & Self.renameExchange != 0 {
+                guard let de, let drec else { throw .notFound }
+                if srec.attr.isDirectory && isInSubtree(newParent, of: srec.attr.ino) { throw .invalid }
+                if drec.attr.isDirectory && isInSubtree(parent, of: drec.attr.ino) { throw .invalid }
+                let c1 = nextCookie, c2 = nextCookie + 1
+                nextCookie += 2
+                src.entries![name] = DirectoryEntry(ino: de.ino, cookie: c1)
+                dst.entries![newName] = DirectoryEntry(ino: se.ino, cookie: c2)
+                if parent != newParent {
+                    if srec.attr.isDirectory { srec.parent = newParent; src.attr.nlink -= 1; dst.attr.nlink += 1 }
+                    if drec.attr.isDirectory { drec.parent = parent; dst.attr.nlink -= 1; src.attr.nlink += 1 }
+                }
+                for r in [srec, drec] { r.attr.ctime = now }
+                for r in [src, dst] { r.attr.mtime = now; r.attr.ctime = now }
+                try metaWrite { db in
+                    try db.execute(sql: "UPDATE entry SET ino = ?, cookie = ? WHERE parent = ? AND name = ?",
+                                   arguments: [Int64(bitPattern: de.ino), c1, Int64(bitPattern: parent), Data(name)])
+                    try db.execute(sql: "UPDATE entry SET ino = ?, cookie = ? WHERE parent = ? AND name = ?",
+                                   arguments: [Int64(bitPattern: se.ino), c2, Int64(bitPattern: newParent), Data(newName)])
+                    for r in [srec, drec, src, dst] { try writeInodeRow(db, r) }
+                }
+                return
+            }
+
+            if let de, de.ino == se.ino { return }  // two links to one inode: POSIX says do nothing
+            if flags & Self.renameNoReplace != 0 && de != nil { throw .exists }
+            if srec.attr.isDirectory && isInSubtree(newParent, of: srec.attr.ino) { throw .invalid }
+            if let drec {
+                if srec.attr.isDirectory {
+                    guard drec.attr.isDirectory else { throw .notDirectory }
+                    if !drec.entries!.isEmpty { throw .notEmpty }
+                } else if drec.attr.isDirectory {
+                    throw .isDirectory
+                }
+            }
+            let cookie = nextCookie
+            nextCookie += 1
+            src.entries![name] = nil
+            if let drec, drec.attr.isDirectory { dst.attr.nlink -= 1 }
+            dst.entries![newName] = DirectoryEntry(ino: se.ino, cookie: cookie)
+            if srec.attr.isDirectory && parent != newParent {
+                srec.parent = newParent
+                src.attr.nlink -= 1
+                dst.attr.nlink += 1
+            }
+            srec.attr.ctime = now
+            for r in [src, dst] { r.attr.mtime = now; r.attr.ctime = now }
+            if let drec { free = dropLinkLocked(drec, now: now) }
+            try metaWrite { db in
+                try db.execute(sql: "DELETE FROM entry WHERE parent = ? AND name = ?", arguments: [Int64(bitPattern: parent), Data(name)])
+                try db.execute(sql: "INSERT OR REPLACE INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
+                               arguments: [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: se.ino), cookie])
+                for r in [srec, src, dst] { try writeInodeRow(db, r) }
+                if let drec, inodes[drec.attr.ino] != nil { try writeInodeRow(db, drec) }
+            }
+        }
+        if let free { releaseData(free) }
+    }
+
+    // MARK: directories
+
+    /// A snapshot of a directory's entries in cookie order (stable offsets).
+    public func listDirectory(_ ino: UInt64) throws(FSError) -> (parent: UInt64, entries: [DirectoryListingEntry]) {
+        metaLock.lock(); defer { metaLock.unlock() }
+        let dir = try directory(ino)
+        var out: [DirectoryListingEntry] = []
+        out.reserveCapacity(dir.entries!.count)
+        for (name, e) in dir.entries! {
+            out.append(DirectoryListingEntry(name: name, ino: e.ino, mode: inodes[e.ino]?.attr.mode ?? 0, cookie: e.cookie))
+        }
+        out.sort { $0.cookie < $1.cookie }
+        return (dir.parent, out)
+    }
+
+    // MARK: open files
+
+    public func open(_ ino: UInt64) throws(FSError) {
+        metaLock.lock(); defer { metaLock.unlock() }
+        guard let rec = inodes[ino] else { throw .notFound }
+        rec.opens += 1
+    }
+
+    /// Last close of a handle: persists the file and frees it if unlinked.
+    public func release(_ ino: UInt64) {
+        if let f = fileData(ino) {
+            f.lock.lock()
+            f.closeAllCleanFDs()
+            f.lock.unlock()
+        }
+        metaLock.lock()
+        var free: UInt64?
+        if let rec = inodes[ino] {
+            rec.opens = max(0, rec.opens - 1)
+            if rec.opens == 0 && rec.lookups == 0 && rec.attr.nlink == 0 { free = detachLocked(ino) }
+        }
+        metaLock.unlock()
+        if let free { releaseData(free) }
+        uploader.wake()
+    }
+
+    // MARK: extended attributes
+
+    public static let xattrCreate: Int32 = 1
+    public static let xattrReplace: Int32 = 2
+
+    public func setxattr(_ ino: UInt64, name: FileName, value: [UInt8], flags: Int32) throws(FSError) {
+        if name.count > 255 || name.isEmpty { throw .range }
+        if value.count > 65536 { throw FSError(E2BIG) }
+        metaLock.lock(); defer { metaLock.unlock() }
+        guard let rec = inodes[ino] else { throw .notFound }
+        let exists = rec.xattrs[name] != nil
+        if flags & Self.xattrCreate != 0 && exists { throw .exists }
+        if flags & Self.xattrReplace != 0 && !exists { throw .noData }
+        rec.attr.ctime = wallClockNanos()
+        try metaWrite { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
+                           arguments: [Int64(bitPattern: ino), Data(name), Data(value)])
+            try writeInodeRow(db, rec)
+        }
+        rec.xattrs[name] = value
+    }
+
+    public func getxattr(_ ino: UInt64, name: FileName) throws(FSError) -> [UInt8] {
+        metaLock.lock(); defer { metaLock.unlock() }
+        guard let rec = inodes[ino] else { throw .notFound }
+        guard let v = rec.xattrs[name] else { throw .noData }
+        return v
+    }
+
+    /// Names, each NUL-terminated, as listxattr returns them.
+    public func listxattr(_ ino: UInt64) throws(FSError) -> [UInt8] {
+        metaLock.lock(); defer { metaLock.unlock() }
+        guard let rec = inodes[ino] else { throw .notFound }
+        var out: [UInt8] = []
+        for name in rec.xattrs.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) { out += name; out.append(0) }
+        return out
+    }
+
+    public func removexattr(_ ino: UInt64, name: FileName) throws(FSError) {
+        metaLock.lock(); defer { metaLock.unlock() }
+        guard let rec = inodes[ino] else { throw .notFound }
+        guard rec.xattrs[name] != nil else { throw .noData }
+        rec.attr.ctime = wallClockNanos()
+        try metaWrite { db in
+            try db.execute(sql: "DELETE FROM xattr WHERE ino = ? AND name = ?", arguments: [Int64(bitPattern: ino), Data(name)])
+            try writeInodeRow(db, rec)
+        }
+        rec.xattrs[name] = nil
+    }
+
+    // MARK: file system
+
+    /// statfs: the cache disk's capacity, the limit on what can be written
+    /// before the uploader drains it.
+    public func statfs() -> (blocks: UInt64, free: UInt64, available: UInt64, files: UInt64, blockSize: UInt64) {
+        let d = diskSpace(config.stateDirectory) ?? (0, 0, 0, 4096)
+        metaLock.lock(); let n = UInt64(inodes.count); metaLock.unlock()
+        return (d.total / d.blockSize, d.free / d.blockSize, d.available / d.blockSize, n, d.blockSize)
+    }
+
+    func fileData(_ ino: UInt64) -> FileData? {
+        metaLock.lock(); defer { metaLock.unlock() }
+        return files[ino]
+    }
+}

@@ -1,0 +1,65 @@
+import Glibc
+
+/// A file name as the kernel gives it: raw bytes (not necessarily UTF-8).
+public typealias FileName = [UInt8]
+
+/// The longest name POSIX (NAME_MAX) lets a directory entry have.
+public let maxNameLength = 255
+
+/// The attributes of one inode, as `stat` reports them. Times are
+/// nanoseconds since the epoch.
+public struct InodeAttributes: Sendable, Equatable {
+    public var ino: UInt64
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var nlink: UInt32
+    public var size: UInt64
+    public var rdev: UInt64
+    public var atime: Int64
+    public var mtime: Int64
+    public var ctime: Int64
+
+    public var isDirectory: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFDIR) }
+    public var isRegular: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFREG) }
+    public var isSymlink: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFLNK) }
+    public var fileType: UInt32 { mode & UInt32(S_IFMT) }
+}
+
+/// One inode in memory: attributes plus what its kind needs. Guarded by the
+/// store's metadata lock.
+final class InodeRecord {
+    var attr: InodeAttributes
+    /// Symlink target.
+    var target: [UInt8]?
+    /// Directory entries (directories only).
+    var entries: [FileName: DirectoryEntry]?
+    /// Parent directory (directories only), for `..` and subtree checks.
+    var parent: UInt64 = 0
+    /// Kernel lookup references (FUSE nlookup).
+    var lookups: UInt64 = 0
+    /// Open file handles.
+    var opens: Int = 0
+    var xattrs: [FileName: [UInt8]] = [:]
+
+    init(attr: InodeAttributes) {
+        self.attr = attr
+        if attr.isDirectory { entries = [:] }
+    }
+}
+
+/// A name in a directory. `cookie` is the entry's stable readdir offset:
+/// it only grows, so offsets stay valid while the directory changes.
+struct DirectoryEntry {
+    var ino: UInt64
+    var cookie: Int64
+}
+
+/// One row of a directory listing.
+public struct DirectoryListingEntry: Sendable {
+    public let name: FileName
+    public let ino: UInt64
+    public let mode: UInt32
+    /// Pass back to `readdir` to continue after this entry.
+    public let cookie: Int64
+}

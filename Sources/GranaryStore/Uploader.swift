@@ -1,0 +1,354 @@
+import Foundation
+import GRDB
+import GranaryCore
+
+/// The uploader's shared state: wake-ups, flush requests and progress.
+/// Guarded by its condition's lock.
+final class UploaderState: @unchecked Sendable {
+    let cond = NSCondition()
+    var wakeRequested = false
+    var stopping = false
+    var stopped = false
+    /// Bumped when a forced pass (flush) starts and when it ends.
+    var forceRequests = 0
+    var passesCompleted = 0
+    var uploadedBytes: UInt64 = 0
+    var uploadedSegments = 0
+    var lastError: String?
+    /// (time, uploaded bytes) samples for the rate.
+    var samples: [(UInt64, UInt64)] = []
+
+    func wake() {
+        cond.lock(); wakeRequested = true; cond.signal(); cond.unlock()
+    }
+
+    func record(bytes: UInt64) {
+        cond.lock()
+        uploadedBytes += bytes
+        let now = monotonicNanos()
+        samples.append((now, uploadedBytes))
+        samples.removeAll { now - $0.0 > 10_000_000_000 }
+        cond.unlock()
+    }
+
+    /// Bytes per second over the last ten seconds.
+    var rate: Double {
+        cond.lock(); defer { cond.unlock() }
+        guard let first = samples.first, let last = samples.last, last.0 > first.0 else { return 0 }
+        let now = monotonicNanos()
+        let span = Double(max(now, last.0) - first.0) / 1e9
+        return span > 0 ? Double(last.1 - first.1) / span : 0
+    }
+}
+
+/// What `granary status` shows about the store.
+public struct StoreStatus: Codable, Sendable {
+    public var dirtyBytes: UInt64
+    public var dirtyChunks: Int
+    public var uploadedBytes: UInt64
+    public var uploadedSegments: Int
+    public var uploadRateBytesPerSecond: Double
+    public var etaSeconds: Double?
+    public var cacheBytes: UInt64
+    public var cacheBudget: UInt64
+    public var files: Int
+    public var lastError: String?
+}
+
+extension GranaryStore {
+    func startUploader() {
+        let t = Thread { [self] in uploaderMain() }
+        t.name = "granary-uploader"
+        t.start()
+    }
+
+    private func uploaderMain() {
+        while true {
+            let u = uploader
+            u.cond.lock()
+            if !u.wakeRequested && !u.stopping { _ = u.cond.wait(until: Date().addingTimeInterval(1)) }
+            u.wakeRequested = false
+            let force = u.forceRequests > 0 || u.stopping
+            let forcedAt = u.forceRequests
+            let stopping = u.stopping
+            u.cond.unlock()
+
+            persistAll()
+            let ok = uploadPass(force: force)
+            if stopping {
+                u.cond.lock(); u.stopped = true; u.cond.broadcast(); u.cond.unlock()
+                return
+            }
+            u.cond.lock()
+            if force { u.forceRequests -= forcedAt; if u.forceRequests < 0 { u.forceRequests = 0 } }
+            u.passesCompleted += 1
+            u.cond.broadcast()
+            u.cond.unlock()
+            if !ok { Thread.sleep(forTimeInterval: 1) }
+        }
+    }
+
+    private struct Pending {
+        let file: FileData
+        let idx: Int
+        let chunk: DirtyChunk
+        let version: UInt64
+        let id: Hash256
+        let length: Int
+    }
+
+    /// Seals eligible dirty chunks into segments and stores them; returns
+    /// false when something failed (and will be retried).
+    func uploadPass(force: Bool) -> Bool {
+        let now = monotonicNanos()
+        let idleNanos = UInt64(config.idleUploadDelay * 1e9)
+        metaLock.lock()
+        let fileList = Array(files.values)
+        metaLock.unlock()
+
+        // The segment being packed: raw memory (byte-array appends crawl in debug builds).
+        var segment = SegmentBuffer(capacity: maxSegmentSize)
+        defer { segment.free() }
+        var newBlobs: [(Hash256, BlobLocation)] = []
+        var inSegment = Set<Hash256>()
+        var pending: [Pending] = []
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        var ok = true
+        let segID0 = Hash256.random()
+        var segID = segID0
+
+        for f in fileList {
+            f.lock.lock()
+            var candidates: [Int] = []
+            for (idx, state) in f.chunks {
+                if case let .dirty(d) = state, force || now &- d.lastWrite >= idleNanos { candidates.append(idx) }
+            }
+            f.lock.unlock()
+            for idx in candidates.sorted() {
+                f.lock.lock()
+                guard !f.freed, case let .dirty(d)? = f.chunks[idx] else { f.lock.unlock(); continue }
+                if d.base != nil {
+                    do { try mergeBase(f, idx, d) } catch {
+                        f.lock.unlock()
+                        noteError("cannot fetch the old content of a chunk being rewritten: \(error)")
+                        ok = false
+                        continue
+                    }
+                }
+                metaLock.lock()
+                let size = inodes[f.ino]?.attr.size ?? 0
+                metaLock.unlock()
+                let start = UInt64(idx) * UInt64(chunkSize)
+                let length = size > start ? Int(min(UInt64(chunkSize), size - start)) : 0
+                if length == 0 {
+                    close(d.fd); Glibc.unlink(dirtyPath(f.ino, idx))
+                    f.chunks[idx] = nil
+                    f.changed.insert(idx)
+                    f.lock.unlock()
+                    continue
+                }
+                let r = preadFull(d.fd, buffer.baseAddress!, length, 0)
+                if r < 0 { f.lock.unlock(); ok = false; continue }
+                if r < length { memset(buffer.baseAddress! + r, 0, length - r) }
+                let version = d.version
+                f.lock.unlock()
+
+                let plain = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
+                let id = sealer.chunkID(of: plain)
+                blobLock.lock()
+                let known = blobs[id] != nil
+                blobLock.unlock()
+                if !known && !inSegment.contains(id) {
+                    let sealedSize = ChunkSealer.sealedSize(plaintextCount: length, algorithm: sealer.algorithm)
+                    if segment.count + sealedSize > maxSegmentSize && !segment.isEmpty {
+                        if !commit(segID, &segment, &newBlobs, &pending) { return false }
+                        inSegment.removeAll()
+                        segID = Hash256.random()
+                    }
+                    let off = segment.count
+                    do {
+                        _ = try sealer.seal(plain, chunkID: id, into: UnsafeMutableRawBufferPointer(rebasing: segment.memory[off..<off + sealedSize]))
+                        segment.count += sealedSize
+                    } catch {
+                        noteError("sealing failed: \(error)")
+                        return false
+                    }
+                    newBlobs.append((id, BlobLocation(segment: segID, offset: off, sealedLength: sealedSize, plainLength: length)))
+                    inSegment.insert(id)
+                }
+                pending.append(Pending(file: f, idx: idx, chunk: d, version: version, id: id, length: length))
+            }
+        }
+        if !pending.isEmpty || !segment.isEmpty {
+            if !commit(segID, &segment, &newBlobs, &pending) { return false }
+        }
+        return ok
+    }
+
+    func noteError(_ text: String) {
+        log.error("\(text)")
+        uploader.cond.lock(); uploader.lastError = text; uploader.cond.unlock()
+    }
+
+    /// Stores the segment, then records where its chunks live, then marks
+    /// chunks clean whose content did not change meanwhile.
+    private func commit(_ segID: Hash256, _ segment: inout SegmentBuffer, _ newBlobs: inout [(Hash256, BlobLocation)], _ pending: inout [Pending]) -> Bool {
+        if !segment.isEmpty {
+            let bytes = Array(UnsafeRawBufferPointer(rebasing: segment.memory[0..<segment.count]))
+            let store = segments
+            do {
+                try Blocking.run(timeout: 600) { try await store.put(segID, bytes: bytes) }
+            } catch {
+                noteError("upload of a \(bytes.count >> 10) KiB segment failed, will retry: \(error)")
+                segment.count = 0; newBlobs.removeAll(); pending.removeAll()
+                return false
+            }
+            do {
+                try db.write { db in
+                    try db.execute(sql: "INSERT OR IGNORE INTO segment (id, size, created) VALUES (?, ?, ?)",
+                                   arguments: [Data(segID.bytes), bytes.count, wallClockNanos()])
+                    for (id, loc) in newBlobs {
+                        try db.execute(sql: "INSERT OR IGNORE INTO blob (chunk_id, segment, offset, sealed_length, plain_length) VALUES (?, ?, ?, ?, ?)",
+                                       arguments: [Data(id.bytes), Data(loc.segment.bytes), loc.offset, loc.sealedLength, loc.plainLength])
+                    }
+                }
+            } catch {
+                noteError("meta.db: cannot record segment \(segID.short): \(error)")
+                segment.count = 0; newBlobs.removeAll(); pending.removeAll()
+                return false
+            }
+            blobLock.lock()
+            for (id, loc) in newBlobs where blobs[id] == nil { blobs[id] = loc }
+            blobLock.unlock()
+            uploader.cond.lock(); uploader.uploadedSegments += 1; uploader.cond.unlock()
+        }
+        var uploaded: UInt64 = 0
+        for p in pending {
+            let f = p.file
+            f.lock.lock()
+            if !f.freed, case let .dirty(d)? = f.chunks[p.idx], d === p.chunk, d.version == p.version, d.base == nil {
+                let newState = ChunkState.clean(id: p.id, length: p.length)
+                do {
+                    try db.write { db in try writeChunkRow(db, ino: f.ino, idx: p.idx, state: newState) }
+                    f.chunks[p.idx] = newState
+                    f.changed.remove(p.idx)
+                    close(d.fd)
+                    // The cache file becomes the clean cached copy.
+                    let from = dirtyPath(f.ino, p.idx)
+                    let to = cleanCache.path(p.id)
+                    if Glibc.rename(from, to) == 0 {
+                        var st = stat()
+                        _ = stat(to, &st)
+                        cleanCache.insert(p.id, size: UInt64(st.st_size))
+                    } else {
+                        Glibc.unlink(from)
+                    }
+                    uploaded += UInt64(p.length)
+                } catch {
+                    log.error("meta.db: cannot mark chunk clean: \(error)")
+                }
+            }
+            f.lock.unlock()
+        }
+        uploader.record(bytes: uploaded)
+        segment.count = 0
+        newBlobs.removeAll()
+        pending.removeAll()
+        return true
+    }
+
+    /// A segment being packed in raw memory.
+    struct SegmentBuffer {
+        let memory: UnsafeMutableRawBufferPointer
+        var count = 0
+        var isEmpty: Bool { count == 0 }
+        init(capacity: Int) { memory = .allocate(byteCount: capacity, alignment: 4096) }
+        func free() { memory.deallocate() }
+    }
+
+    // MARK: status, flush, shutdown
+
+    public func status() -> StoreStatus {
+        metaLock.lock()
+        let fileList = Array(files.values)
+        metaLock.unlock()
+        var dirtyBytes: UInt64 = 0
+        var dirtyChunks = 0
+        for f in fileList {
+            f.lock.lock()
+            metaLock.lock()
+            let size = inodes[f.ino]?.attr.size ?? 0
+            metaLock.unlock()
+            for (idx, state) in f.chunks {
+                if case .dirty = state {
+                    dirtyChunks += 1
+                    let start = UInt64(idx) * UInt64(chunkSize)
+                    if size > start { dirtyBytes += min(UInt64(chunkSize), size - start) }
+                }
+            }
+            f.lock.unlock()
+        }
+        let rate = uploader.rate
+        uploader.cond.lock()
+        defer { uploader.cond.unlock() }
+        return StoreStatus(
+            dirtyBytes: dirtyBytes, dirtyChunks: dirtyChunks, uploadedBytes: uploader.uploadedBytes,
+            uploadedSegments: uploader.uploadedSegments, uploadRateBytesPerSecond: rate,
+            etaSeconds: dirtyBytes == 0 ? 0 : (rate > 0 ? Double(dirtyBytes) / rate : nil),
+            cacheBytes: cleanCache.totalBytes, cacheBudget: cleanCache.budget, files: fileList.count,
+            lastError: uploader.lastError)
+    }
+
+    /// Uploads everything dirty now; returns when nothing is dirty or the
+    /// deadline passes (then false). `progress` is called about twice a second.
+    @discardableResult
+    public func flush(deadline: Date = .distantFuture, progress: ((StoreStatus) -> Void)? = nil) -> Bool {
+        while true {
+            let st = status()
+            progress?(st)
+            if st.dirtyChunks == 0 { persistAll(); syncDatabase(); return true }
+            if Date() >= deadline { return false }
+            let u = uploader
+            u.cond.lock()
+            u.forceRequests += 1
+            u.wakeRequested = true
+            u.cond.signal()
+            let target = u.passesCompleted + 1
+            while u.passesCompleted < target && !u.stopped && Date() < deadline {
+                _ = u.cond.wait(until: min(deadline, Date().addingTimeInterval(0.5)))
+                if u.passesCompleted < target { u.cond.unlock(); progress?(status()); u.cond.lock() }
+            }
+            let stopped = u.stopped
+            u.cond.unlock()
+            if stopped { return status().dirtyChunks == 0 }
+        }
+    }
+
+    /// Stops the uploader after one last pass bounded by `deadline`, and
+    /// makes all metadata durable. What is left dirty stays in the cache
+    /// and is uploaded on the next start.
+    public func shutdown(deadline: Date) {
+        _ = flush(deadline: deadline)
+        let u = uploader
+        u.cond.lock()
+        u.stopping = true
+        u.cond.signal()
+        u.cond.unlock()
+        // Don't wait forever for a pass stuck on the network.
+        u.cond.lock()
+        while !u.stopped && Date() < deadline.addingTimeInterval(5) { _ = u.cond.wait(until: Date().addingTimeInterval(0.2)) }
+        u.cond.unlock()
+        persistAll()
+        metaLock.lock()
+        let fileList = Array(files.values)
+        metaLock.unlock()
+        for f in fileList {
+            f.lock.lock()
+            for (_, s) in f.chunks { if case let .dirty(d) = s, d.unsynced { Glibc.fsync(d.fd); d.unsynced = false } }
+            f.lock.unlock()
+        }
+        syncDirtyDirectory()
+        syncDatabase()
+    }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import GranaryTestSupport
+import Testing
+
+/// Through a real mount: a `granary mount --local-segments` child process on
+/// /dev/fuse, driven by Python's POSIX calls and ordinary tools.
+@Suite(.serialized)
+struct MountTests {
+    func expectOK(_ r: Shell.Result, _ what: String) {
+        #expect(r.status == 0, "\(what) failed (\(r.status)):\n\(r.output.suffix(4000))")
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func filesReadWriteTruncateUnlinkSpecial() throws {
+        let m = try MountFixture()
+        defer { m.stop() }
+        expectOK(Shell.python(PosixScripts.files, args: [m.mountpoint]), "file operations")
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func directoriesLinksRenameReaddirXattrs() throws {
+        let m = try MountFixture()
+        defer { m.stop() }
+        expectOK(Shell.python(PosixScripts.directories, args: [m.mountpoint]), "directory operations")
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func timestampsAfterEachOperation() throws {
+        let m = try MountFixture()
+        defer { m.stop() }
+        expectOK(Shell.python(PosixScripts.times, args: [m.mountpoint]), "timestamps")
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func permissionsAsAnotherUser() throws {
+        let m = try MountFixture()
+        defer { m.stop() }
+        expectOK(Shell.python(PosixScripts.permissions, args: [m.mountpoint]), "permissions")
+    }
+
+    /// A generated tree with odd names, links, modes and times.
+    func makeTree(_ root: String) -> Shell.Result {
+        Shell.run("""
+            set -e; mkdir -p '\(root)'; cd '\(root)'
+            for d in a b/c "d with space" e/f/g; do mkdir -p "$d"; done
+            i=0; for d in a b/c "d with space" e/f/g .; do
+              for n in 1 2 3 4 5; do i=$((i+1)); head -c $((i * 7919 % 300000 + 1)) /dev/urandom > "$d/file$n.bin"; done
+            done
+            head -c 5000000 /dev/urandom > big.bin
+            printf 'x' > 'ünïcødé'; ln -s a/file1.bin link; ln a/file2.bin hardlink
+            chmod 0640 a/file3.bin; chmod 0755 b/c/file1.bin; touch -d '2001-02-03 04:05:06' b/c/file2.bin
+            setfattr -n user.note -v hello a/file1.bin
+            """)
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func cpRsyncTar() throws {
+        let m = try MountFixture()
+        defer { m.stop() }
+        let src = m.dir.path + "/src"
+        expectOK(makeTree(src), "make tree")
+        expectOK(Shell.run("cp -a '\(src)' '\(m.path("cp"))' && diff -r '\(src)' '\(m.path("cp"))' && getfattr -n user.note '\(m.path("cp/a/file1.bin"))' | grep -q hello"), "cp -a + diff -r")
+        expectOK(Shell.run("[ \"$(stat -c %h '\(m.path("cp/hardlink"))')\" = 1 ] || true; [ \"$(stat -c %Y '\(m.path("cp/b/c/file2.bin"))')\" = \"$(stat -c %Y '\(src)/b/c/file2.bin')\" ]"), "cp -a keeps times")
+        expectOK(Shell.run("rsync -a '\(src)/' '\(m.path("rs"))/' && diff -r '\(src)' '\(m.path("rs"))'"), "rsync -a")
+        let second = Shell.run("rsync -a --itemize-changes '\(src)/' '\(m.path("rs"))/'")
+        expectOK(second, "second rsync")
+        #expect(second.output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "second rsync copied something:\n\(second.output)")
+        expectOK(Shell.run("tar -C '\(src)' -cf '\(m.path("t.tar"))' . && mkdir '\(m.path("untar"))' && tar -C '\(m.path("untar"))' -xpf '\(m.path("t.tar"))' && diff -r '\(src)' '\(m.path("untar"))'"), "tar into the mount")
+        expectOK(Shell.run("mkdir '\(m.dir.path)/out' && tar -C '\(m.path("untar"))' -cf - . | tar -C '\(m.dir.path)/out' -xpf - && diff -r '\(src)' '\(m.dir.path)/out'"), "tar out of the mount")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func resticBackupCheckRestore() throws {
+        let m = try MountFixture()
+        defer { m.stop() }
+        let src = m.dir.path + "/src"
+        expectOK(makeTree(src), "make tree")
+        let env = "export RESTIC_PASSWORD=granary RESTIC_REPOSITORY='\(m.path("restic"))' RESTIC_CACHE_DIR='\(m.dir.path)/rcache';"
+        expectOK(Shell.run(env + "restic init -q && restic backup -q '\(src)' && restic check -q --read-data && restic restore latest -q --target '\(m.dir.path)/restored' && diff -r '\(src)' '\(m.dir.path)/restored\(src)'", timeout: 160), "restic")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func borgCreateCheck() throws {
+        let m = try MountFixture()
+        defer { m.stop() }
+        let src = m.dir.path + "/src"
+        expectOK(makeTree(src), "make tree")
+        let env = "export BORG_PASSPHRASE=granary BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR='\(m.dir.path)/borgbase';"
+        expectOK(Shell.run(env + "borg init -e repokey '\(m.path("borg"))' && borg create '\(m.path("borg"))::one' '\(src)' && borg check --verify-data '\(m.path("borg"))' && mkdir '\(m.dir.path)/bx' && cd '\(m.dir.path)/bx' && borg extract '\(m.path("borg"))::one' && diff -r '\(src)' '\(m.dir.path)/bx\(src)'", timeout: 160), "borg")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func fioRandomWritesVerify() throws {
+        let m = try MountFixture()
+        defer { m.stop() }
+        expectOK(Shell.run("fio --name=v --directory='\(m.mountpoint)' --rw=randwrite --bsrange=4k-1m --size=48m --verify=crc32c --do_verify=1 --verify_fatal=1 --ioengine=psync --numjobs=2 --group_reporting", timeout: 160), "fio verify")
+    }
+
+    /// Written and fsynced files survive SIGKILL of the mount; the restart
+    /// clears the stale mount and uploads what was left dirty.
+    @Test(.timeLimit(.minutes(3)))
+    func sigkillMidWriteKeepsFsyncedFiles() throws {
+        let m = try MountFixture(uploadIdle: 600)  // nothing uploads before the crash
+        defer { m.stop() }
+        expectOK(Shell.run("""
+            set -e; cd '\(m.mountpoint)'
+            for i in 1 2 3 4 5; do head -c $((i * 1500000)) /dev/urandom > '\(m.dir.path)'/ref$i; dd if='\(m.dir.path)'/ref$i of=f$i bs=256k conv=fsync status=none; done
+            mkdir -p dir/sub; dd if='\(m.dir.path)'/ref1 of=dir/sub/g bs=64k conv=fsync status=none; sync dir
+            """), "fsynced writes")
+        // Keep writing (unsynced) while the mount dies.
+        let writer = Shell.self
+        let bg = Thread { writer.run("dd if=/dev/urandom of='\(m.path("unsynced"))' bs=1M count=500 status=none", timeout: 30) }
+        bg.start()
+        Thread.sleep(forTimeInterval: 0.5)
+        m.crash()
+        Thread.sleep(forTimeInterval: 0.5)
+        try m.start(uploadIdle: 1)
+        for i in 1...5 { expectOK(Shell.run("cmp '\(m.dir.path)/ref\(i)' '\(m.path("f\(i)"))'"), "f\(i) after SIGKILL") }
+        expectOK(Shell.run("cmp '\(m.dir.path)/ref1' '\(m.path("dir/sub/g"))'"), "nested file after SIGKILL")
+        // The recovered dirty data uploads: flush, wipe the cache, read back.
+        expectOK(Shell.run("'\(try GranaryBinary.require())' flush --state '\(m.state)'", timeout: 60), "flush after restart")
+        m.stop()
+        expectOK(Shell.run("rm -rf '\(m.state)/cache'"), "wipe cache")
+        try m.start()
+        for i in 1...5 { expectOK(Shell.run("cmp '\(m.dir.path)/ref\(i)' '\(m.path("f\(i)"))'"), "f\(i) from segments") }
+    }
+
+    /// After `granary flush`, with the cache wiped, everything reads back
+    /// bit-exact from the segment folder; status reports nothing dirty.
+    @Test(.timeLimit(.minutes(3)))
+    func flushThenColdReadFromSegments() throws {
+        let m = try MountFixture(uploadIdle: 600)
+        defer { m.stop() }
+        let src = m.dir.path + "/src"
+        expectOK(makeTree(src), "make tree")
+        expectOK(Shell.run("cp -a '\(src)' '\(m.path("tree"))' && head -c 20000000 /dev/urandom > '\(m.dir.path)/big' && cp '\(m.dir.path)/big' '\(m.path("big"))'"), "copy in")
+        let bin = try GranaryBinary.require()
+        let before = Shell.run("'\(bin)' status --state '\(m.state)' --json")
+        expectOK(before, "status")
+        #expect(!before.output.contains("\"dirtyBytes\":0,"), "data should be dirty before flush: \(before.output)")
+        expectOK(Shell.run("'\(bin)' flush --state '\(m.state)'", timeout: 60), "flush")
+        let after = Shell.run("'\(bin)' status --state '\(m.state)' --json")
+        #expect(after.output.contains("\"dirtyBytes\":0,"), "dirty after flush: \(after.output)")
+        m.stop()
+        expectOK(Shell.run("rm -rf '\(m.state)/cache' && ls '\(m.segments)' | grep -q ."), "wipe cache, segments exist")
+        try m.start()
+        expectOK(Shell.run("diff -r '\(src)' '\(m.path("tree"))' && cmp '\(m.dir.path)/big' '\(m.path("big"))'"), "cold read bit-exact")
+        // Segment storage gone: uncached reads fail with EIO after the bounded wait.
+        m.stop()
+        expectOK(Shell.run("rm -rf '\(m.state)/cache' '\(m.segments)'/*"), "remove segments")
+        try m.start()
+        let r = Shell.run("cat '\(m.path("big"))' > /dev/null", timeout: 60)
+        #expect(r.status != 0 && r.output.contains("Input/output error"), "read without segments should fail with EIO: \(r.output)")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func cliErrors() throws {
+        let bin = try GranaryBinary.require()
+        let r1 = Shell.run("'\(bin)' mount /tmp/nowhere-\(getpid())")
+        #expect(r1.status != 0 && r1.output.contains("--local-segments"), "\(r1.output)")
+        let r2 = Shell.run("'\(bin)' mount /tmp/nowhere-\(getpid()) --bootstrap 127.0.0.1:1")
+        #expect(r2.status != 0 && r2.output.contains("not wired"), "\(r2.output)")
+        let r3 = Shell.run("'\(bin)' status --state /tmp/no-state-\(getpid())")
+        #expect(r3.status != 0 && r3.output.contains("no mount is running"), "\(r3.output)")
+        let r4 = Shell.run("'\(bin)' mount /tmp/nowhere-\(getpid()) --local-segments /tmp/x --cache-size lots")
+        #expect(r4.status != 0 && r4.output.contains("not a size"), "\(r4.output)")
+    }
+}

@@ -1,4 +1,0 @@
-import Testing
-
-// Replaced as the layer's tests are written.
-@Test func mountLayerBuilds() {}
