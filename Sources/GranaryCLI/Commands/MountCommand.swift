@@ -21,7 +21,9 @@ struct MountCommand: AsyncParsableCommand {
     @Option(name: .customLong("cache-size"), help: "Budget for clean cached data, e.g. 512M, 10G.") var cacheSize: String = "4G"
     @Option(name: .customLong("local-segments"), help: "Store segments in this local folder instead of on the network. For tests and development only.")
     var localSegments: String?
-    @Option(help: "A network node to join, HOST:PORT.") var bootstrap: String?
+    @Option(help: "A network node to join, HOST:PORT (a seed or any node; repeatable).") var bootstrap: [String] = []
+    @Option(help: "Redundancy k/r/s/n: k pieces rebuild a segment, repair below r, durable at s, n generated.")
+    var scheme: String = "4/5/7/8"
     @Option(name: .customLong("upload-idle"), help: .hidden) var uploadIdle: Double = 2
     @Option(name: .customLong("read-timeout"), help: .hidden) var readTimeout: Double = 30
     @Flag(name: .customLong("writeback-cache"), help: .hidden) var writebackCache = false
@@ -32,33 +34,29 @@ struct MountCommand: AsyncParsableCommand {
         guard let budget = ByteSize.parse(cacheSize) else {
             throw ValidationError("--cache-size \(cacheSize) is not a size: use a number with an optional K, M, G or T suffix")
         }
-        let segments: any SegmentStore
-        if let localSegments {
-            segments = try FolderSegmentStore(directory: localSegments)
-        } else if bootstrap != nil {
-            throw ValidationError("--bootstrap is not wired to the network yet: use `granary up`, or --local-segments DIR for tests")
-        } else {
+        let redundancy: RedundancyScheme
+        do { redundancy = try RedundancyScheme(parsing: scheme) } catch { throw ValidationError("--scheme: \(error)") }
+        if localSegments == nil && bootstrap.isEmpty {
             throw ValidationError("say where segments go: --bootstrap HOST:PORT (network) or --local-segments DIR (tests and development)")
         }
         var options = MountSession.Options(mountpoint: mountpoint, stateDirectory: state, cacheBudget: budget)
         options.uploadIdle = uploadIdle
         options.readTimeout = readTimeout
         options.writebackCache = writebackCache
-        try await MountSession.run(options, segments: segments)
-    }
-}
-
-/// Sizes on the command line: 4096, 512K, 64M, 10G, 1T (powers of 1024).
-enum ByteSize {
-    static func parse(_ text: String) -> UInt64? {
-        let t = text.trimmingCharacters(in: .whitespaces).uppercased().replacingOccurrences(of: "IB", with: "").replacingOccurrences(of: "B", with: "")
-        guard let last = t.last else { return nil }
-        let shifts: [Character: UInt64] = ["K": 10, "M": 20, "G": 30, "T": 40]
-        if let s = shifts[last] {
-            guard let v = Double(t.dropLast()), v >= 0 else { return nil }
-            return UInt64(v * Double(UInt64(1) << s))
+        let localSegments = self.localSegments, bootstrap = self.bootstrap, stateDirectory = state
+        try await MountSession.run(options) { keys in
+            if let localSegments {
+                return MountBackend(segments: try FolderSegmentStore(directory: localSegments))
+            }
+            // The renter's identity follows from its master key, so a restore
+            // with the key alone finds the same DHT records.
+            let identity = keys.nodeIdentity(difficulty: NodeIdentity.configuredDifficulty)
+            print("granary mount: joining the network through \(bootstrap.joined(separator: ", ")) and forming contracts (scheme \(redundancy))")
+            fflush(nil)
+            let engine = try await RenterEngine.start(stateDirectory: stateDirectory + "/network", identity: identity,
+                                                      bootstrap: bootstrap, scheme: redundancy)
+            return MountBackend(segments: engine.segments, extraStatus: { engine.status().summary }, stop: { await engine.stop() })
         }
-        return UInt64(t)
     }
 }
 
@@ -76,7 +74,7 @@ enum MountSession {
         var shutdownFlushSeconds: Double = 30
     }
 
-    static func run(_ o: Options, segments: any SegmentStore, extraStatus: @escaping @Sendable () -> [String: String] = { [:] }) async throws {
+    static func run(_ o: Options, backend makeBackend: (RenterKeys) async throws -> MountBackend) async throws {
         let log = Logger(label: "granary.mount")
         let fm = FileManager.default
         let mountpoint = URL(fileURLWithPath: o.mountpoint).standardizedFileURL.path
@@ -117,8 +115,10 @@ enum MountSession {
         var config = StoreConfiguration(stateDirectory: state, cacheBudget: o.cacheBudget)
         config.idleUploadDelay = o.uploadIdle
         config.readTimeout = o.readTimeout
+        let backend = try await makeBackend(keys)
+        let segments = backend.segments
         let store = try GranaryStore(configuration: config, segments: segments, keys: keys)
-        let control = try ControlServer(stateDirectory: state, store: store, extra: extraStatus)
+        let control = try ControlServer(stateDirectory: state, store: store, extra: backend.extraStatus)
         defer { control.close() }
 
         var fsOptions = MountOptions(mountpoint: mountpoint)
@@ -150,6 +150,7 @@ enum MountSession {
         if st.dirtyBytes > 0 {
             log.notice("\(st.dirtyBytes) bytes stay in the local cache and upload on the next mount")
         }
+        await backend.stop()
         try result.get()
     }
 }
@@ -158,4 +159,31 @@ enum MountSession {
 struct MountFailure: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
+}
+
+/// Where a mount's segments go, what it adds to `granary status`, and how
+/// to stop it after the unmount.
+struct MountBackend: Sendable {
+    var segments: any SegmentStore
+    var extraStatus: @Sendable () -> [String: String] = { [:] }
+    var stop: @Sendable () async -> Void = {}
+}
+
+extension RenterStatus {
+    /// The network's part of `granary status`.
+    var summary: [String: String] {
+        var out: [String: String] = [
+            "network.scheme": scheme,
+            "network.contracts": "\(contracts.filter { $0.state == "active" }.count) active of \(contracts.count)",
+            "network.durable_segments": "\(durableSegments)",
+            "network.paid": "\(totalPaid)",
+        ]
+        for f in farmers {
+            let latency = f.latencyMs.map { String(format: "%.0f ms", $0) } ?? "-"
+            let state = f.disqualified ? "disqualified" : (f.offline ? "offline" : "ok")
+            out["farmer.\(f.id.prefix(8))"] = String(format: "%@ %@ audit %.2f uptime %.2f latency %@ pieces %d passed %d failed %d",
+                                                      f.address, state, f.auditScore, f.uptimeScore, latency, f.pieces, f.auditsPassed, f.auditsFailed)
+        }
+        return out
+    }
 }
