@@ -181,8 +181,10 @@ public final class PieceStore: @unchecked Sendable {
         guard rename(upload.tmpPath, final) == 0 else {
             throw FarmerError(.internal, "cannot move piece into place: \(String(cString: strerror(errno)))")
         }
+        // The new name must be durable before the index names it. The old
+        // name in tmp/ need not be: startup clears tmp/ (removing a stale
+        // name there leaves the renamed file intact).
         FileSync.syncDirectory(dir)
-        FileSync.syncDirectory(tmpDir)
         do {
             try db.write { db in
                 try db.execute(sql: "INSERT INTO pieces (id, contract_id, size, root, stored_at, tree) VALUES (?, ?, ?, ?, ?, ?)",

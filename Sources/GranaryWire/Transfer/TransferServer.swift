@@ -20,6 +20,7 @@ public final class TransferServer: Sendable {
     private let logger: Logger
     private let handler: Handler
     private let connections = ConnectionRegistry()
+    private let maxConnections: Int
 
     /// The address actually bound (port 0 becomes a real port).
     public let host: String
@@ -28,7 +29,7 @@ public final class TransferServer: Sendable {
     /// Binds `host:port` (port 0: any free port). Call `run()` to serve.
     public init(host: String, port: Int, identity: NodeIdentity, difficulty: Int = NodeIdentity.configuredDifficulty,
                 maxFrameLength: Int = FrameLimits.defaultMaxFrameLength, handshakeTimeout: Duration = .seconds(10),
-                idleTimeout: TimeAmount = .minutes(5), logger: Logger = Logger(label: "granary.wire"),
+                idleTimeout: TimeAmount = .minutes(5), maxConnections: Int = 512, logger: Logger = Logger(label: "granary.wire"),
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, handler: @escaping Handler) async throws {
         serverChannel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -43,6 +44,7 @@ public final class TransferServer: Sendable {
             }
         self.identity = identity; self.difficulty = difficulty; self.maxFrameLength = maxFrameLength
         self.handshakeTimeout = handshakeTimeout; self.logger = logger; self.handler = handler
+        self.maxConnections = maxConnections
         self.host = serverChannel.channel.localAddress?.ipAddress ?? host
         self.port = serverChannel.channel.localAddress?.port ?? port
     }
@@ -67,9 +69,16 @@ public final class TransferServer: Sendable {
 
     private func serve(_ connection: NIOAsyncChannel<Frame, Frame>) async {
         let remote = connection.channel.remoteAddress?.description ?? "?"
-        let key = connections.add(connection.channel)
+        let (key, open) = connections.add(connection.channel)
         defer { connections.remove(key) }
         try? await connection.executeThenClose { inbound, outbound in
+            guard open <= maxConnections else {
+                logger.warning("refused transfer peer", metadata: ["remote": "\(remote)", "reason": "\(open - 1) connections open, limit \(maxConnections)"])
+                if let bytes: [UInt8] = try? Granary_TransferError(.internal, "farmer is at its limit of \(maxConnections) connections; retry later").serializedBytes() {
+                    try? await outbound.write(Frame(type: .refusal, payload: ByteBuffer(bytes: bytes)))
+                }
+                return
+            }
             var iterator = inbound.makeAsyncIterator()
             let session: TransferSession
             let watchdog = Watchdog(channel: connection.channel, after: handshakeTimeout)
@@ -122,8 +131,9 @@ final class ConnectionRegistry: @unchecked Sendable {
     private var channels: [Int: Channel] = [:]
     private var nextKey = 0
 
-    func add(_ channel: Channel) -> Int {
-        lock.withLock { nextKey += 1; channels[nextKey] = channel; return nextKey }
+    /// Registers a connection; returns its key and how many are open now.
+    func add(_ channel: Channel) -> (Int, Int) {
+        lock.withLock { nextKey += 1; channels[nextKey] = channel; return (nextKey, channels.count) }
     }
     func remove(_ key: Int) { lock.withLock { _ = channels.removeValue(forKey: key) } }
     func all() -> [Channel] { lock.withLock { Array(channels.values) } }
