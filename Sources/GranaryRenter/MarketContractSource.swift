@@ -83,7 +83,15 @@ extension RenterEngine {
         var dht = DHTConfiguration()
         dht.difficulty = configuration.difficulty
         if loopback { dht.filterExchangeInterval = .seconds(1) }
-        let node = try await DHTNode.start(identity: identity, listen: DHTAddress(host: loopback ? "127.0.0.1" : "0.0.0.0", port: 0),
+        let listen = try configuration.dhtListen.map { text -> DHTAddress in
+            guard let a = DHTAddress(text) else { throw SegmentStoreError.unavailable("DHT listen address \(text) is not HOST:PORT") }
+            return a
+        } ?? DHTAddress(host: loopback ? "127.0.0.1" : "0.0.0.0", port: 0)
+        let advertise = try configuration.dhtAdvertise.map { text -> DHTAddress in
+            guard let a = DHTAddress(text) else { throw SegmentStoreError.unavailable("DHT advertise address \(text) is not HOST:PORT") }
+            return a
+        }
+        let node = try await DHTNode.start(identity: identity, listen: listen, advertise: advertise,
                                            bootstrap: seeds, statePath: stateDirectory + "/dht", configuration: dht)
         let link = TransferFarmerLink(identity: identity, difficulty: configuration.difficulty)
         let bookBox = ReputationLookup()

@@ -36,6 +36,11 @@ public struct RenterConfiguration: Sendable {
     public var runBackgroundLoops = true
     /// Seconds between background maintenance rounds.
     public var maintenanceInterval: Double = 5
+    /// UDP address of the renter's DHT node (port 0: any), and the address
+    /// farmers should send bids to when it differs (NAT, 0.0.0.0 listen).
+    /// Nil: 127.0.0.1:0 when every bootstrap node is on loopback, else 0.0.0.0:0.
+    public var dhtListen: String?
+    public var dhtAdvertise: String?
     /// Proof-of-work bits required of every node (GRANARY_POW_BITS by default).
     public var difficulty = NodeIdentity.configuredDifficulty
 
