@@ -32,7 +32,7 @@ struct MountBench: ParsableCommand {
         report.add("warm_read_mbps", try Self.sequentialRead(mnt + "/seq"))
         Self.dropCaches()
         report.add("local_read_mbps", try Self.sequentialRead(local + "/seq"))
-        _ = Self.shell("'\(BenchMountProcess.binary)' flush --state '\(state)' 2>/dev/null")
+        _ = Self.shell("'\(BenchMountProcess.binary)' flush --state '\(state)' >/dev/null 2>&1")
         mount.stop()
         _ = Self.shell("rm -rf '\(state)/cache'")
         mount = try BenchMountProcess(mountpoint: mnt, state: state, segments: segs, writeback: writebackCache)
