@@ -21,7 +21,7 @@ struct Granary: AsyncParsableCommand {
     static func main() async {
         // Line-buffered stdout even into a file or pipe: the listening line and
         // progress must reach scripts and logs as they happen.
-        setvbuf(stdout, nil, _IOLBF, 0)
+        granary_line_buffer_stdout()
         ParentWatch.armIfAsked()
         LogSetup.bootstrap()
         do {

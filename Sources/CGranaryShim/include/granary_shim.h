@@ -7,4 +7,9 @@
 /// Returns 0 or -1 with errno set.
 int granary_set_parent_death_signal(int signal);
 
+
+
+/// Makes stdout line-buffered even into a file or pipe (Swift 6 cannot touch
+/// the C `stdout` global without a concurrency escape hatch).
+void granary_line_buffer_stdout(void);
 #endif
