@@ -29,8 +29,8 @@ struct FarmCommand: AsyncParsableCommand {
     @Option(name: .customLong("dht-listen"), help: "UDP address of the farmer's DHT node (default: the --listen host, any free port).")
     var dhtListen: String?
 
-    @Option(name: .customLong("min-price"), help: "Lowest price per passed audit this farmer signs for.")
-    var minPrice: UInt64 = 0
+    @Option(name: .customLong("min-price"), help: "Lowest price per passed audit this farmer bids and signs for.")
+    var minPrice: UInt64 = 1
 
     @Option(help: "Seconds a contract may go unpaid before its pieces are dropped.")
     var grace: UInt64 = 86_400
