@@ -88,9 +88,12 @@ struct FarmCommand: AsyncParsableCommand {
             "bootstrap": "\(bootstrap.isEmpty ? "none" : bootstrap.joined(separator: ","))", "storage": "\(storage)", "capacity": "\(bytes)",
             "grace": "\(grace)", "min_price": "\(minPrice)"])
 
-        let signals = SignalWatch { signal in
+        let signals = SignalWaiter([SIGINT, SIGTERM])
+        let stopper = Task {
+            let signal = await signals.wait()
+            guard signal != 0 else { return }
             log.notice("shutting down", metadata: ["signal": "\(signal)"])
-            Task { await farmer.shutdown() }
+            await farmer.shutdown()
         }
         let status = Task {
             while !Task.isCancelled {
@@ -99,27 +102,10 @@ struct FarmCommand: AsyncParsableCommand {
                 log.info("status", metadata: ["status": "\(farmer.status())"])
             }
         }
-        defer { status.cancel(); signals.cancel() }
+        defer { status.cancel(); stopper.cancel(); signals.cancel() }
         try await farmer.run()
         await bids.stop()
         await dht.stop()
         logger.info("farmer stopped", metadata: ["status": "\(farmer.status())"])
     }
-}
-
-/// Runs a handler on SIGINT or SIGTERM (once each delivery), instead of dying.
-final class SignalWatch {
-    private let sources: [any DispatchSourceSignal]
-
-    init(_ handler: @escaping @Sendable (Int32) -> Void) {
-        sources = [SIGINT, SIGTERM].map { sig in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { handler(sig) }
-            source.resume()
-            return source
-        }
-    }
-
-    func cancel() { sources.forEach { $0.cancel() } }
 }

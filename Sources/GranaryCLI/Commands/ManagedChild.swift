@@ -57,24 +57,20 @@ extension CommandLine {
     }
 }
 
-/// Runs a foreground child until it exits, forwarding SIGINT/SIGTERM to it
-/// (the mount flushes and unmounts on either), then calls `onStop`.
+/// Runs a foreground child until it exits, turning the first SIGINT or
+/// SIGTERM into a SIGTERM for it (the mount flushes and unmounts on it),
+/// then calls `onStop`.
 enum SignalForwarding {
     static func run(foreground child: ManagedChild, onStop: @escaping @Sendable () -> Void) async -> Int32 {
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                print("granary up: stopping: flushing and unmounting (Ctrl-C again is ignored; this is bounded)")
-                child.signal(SIGTERM)
-            }
-            source.resume()
-            sources.append(source)
+        let signals = SignalWaiter([SIGINT, SIGTERM])
+        let forwarder = Task {
+            guard await signals.wait() != 0 else { return }
+            print("granary up: stopping: flushing and unmounting (bounded; further Ctrl-C is ignored)")
+            child.signal(SIGTERM)
         }
         while child.isRunning { try? await Task.sleep(for: .milliseconds(100)) }
-        sources.forEach { $0.cancel() }
+        forwarder.cancel()
+        signals.cancel()
         onStop()
         return child.process.terminationStatus
     }
