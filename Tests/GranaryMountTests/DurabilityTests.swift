@@ -2,13 +2,9 @@ import Foundation
 import GranaryTestSupport
 import Testing
 
-/// What fsync reaches, and writes over content that is not cached.
-@Suite(.serialized)
-struct DurabilityTests {
-    func expectOK(_ r: Shell.Result, _ what: String) {
-        #expect(r.status == 0, "\(what) failed (\(r.status)):\n\(r.output.suffix(4000))")
-    }
-
+/// What fsync reaches, and writes over content that is not cached. Part of
+/// MountTests, so that no two mounts run at once.
+extension MountTests {
     /// `strace` on the mount shows an fsync on the mount reaching the chunk's
     /// cache file, meta.db's WAL and the cache directory.
     @Test(.timeLimit(.minutes(1)))
