@@ -161,13 +161,16 @@ public actor DHTNode {
         // Fill the far buckets: one lookup per bucket above our closest neighbour.
         if let nearest = table.closest(to: id, count: 1).first {
             let deepest = table.bucketIndex(for: nearest.id)
-            for b in 0..<min(deepest, 16) {
+            for b in 0..<min(deepest, 16) where table.bucketCount(b) < configuration.k {
                 table.touch(bucket: b)
                 _ = await lookup(target: table.randomID(inBucket: b), mode: .closest, maxRounds: Self.refreshRounds)
             }
         }
         tableDirty = true
         logger.debug("joined the DHT: \(table.count) contacts")
+        // Pick pub/sub neighbours now rather than at the first tick, so
+        // subscriptions spread as soon as the node is in the network.
+        await exchangeFilters()
     }
 
     /// Stops serving: cancels periodic work, saves the routing table, closes

@@ -118,7 +118,7 @@ public final class LocalDHTNetwork: @unchecked Sendable {
         let subs = Array(shuffled.prefix(subscribers))
         let others = Array(shuffled.dropFirst(subscribers))
         for s in subs { await s.subscribe(topics: policy.topics) { _ in } }
-        try await Task.sleep(for: settle ?? .seconds(3))
+        try await Task.sleep(for: settle ?? .seconds(5))
         func totals() -> (sent: Int, delivered: Int) {
             var sent = 0
             for n in nodes { sent += n.statistics().publishSent }

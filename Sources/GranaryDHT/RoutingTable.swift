@@ -12,6 +12,12 @@ public struct RoutingTable: Sendable {
     private(set) var buckets: [[DHTContact]]
     /// When each bucket last saw a lookup or a contact (for refresh).
     private(set) var bucketTouched: [ContinuousClock.Instant]
+    /// When each contact was last heard from.
+    private var lastSeen: [Hash256: ContinuousClock.Instant] = [:]
+    /// A full bucket's oldest contact heard from more recently than this is
+    /// kept without a ping (it is very likely alive: the Kademlia paper's
+    /// own optimisation), so a busy node does not ping on every newcomer.
+    public var recentlySeen: Duration = .seconds(60)
 
     public init(localID: Hash256, k: Int = 20) {
         self.localID = localID
@@ -35,17 +41,22 @@ public struct RoutingTable: Sendable {
     public mutating func update(_ contact: DHTContact) -> Insertion {
         guard contact.id != localID else { return .ignored }
         let b = bucketIndex(for: contact.id)
-        bucketTouched[b] = .now
+        let now = ContinuousClock.now
+        bucketTouched[b] = now
         if let i = buckets[b].firstIndex(where: { $0.id == contact.id }) {
+            lastSeen[contact.id] = now
             buckets[b].remove(at: i)
             buckets[b].append(contact)  // the latest advertised address wins
             return .refreshed
         }
         if buckets[b].count < k {
             buckets[b].append(contact)
+            lastSeen[contact.id] = now
             return .added
         }
-        return .bucketFull(oldest: buckets[b][0])
+        let oldest = buckets[b][0]
+        if let seen = lastSeen[oldest.id], now - seen < recentlySeen { return .ignored }
+        return .bucketFull(oldest: oldest)
     }
 
     /// Replaces `old` (which failed its ping) with `new`.
@@ -57,6 +68,7 @@ public struct RoutingTable: Sendable {
     public mutating func remove(_ id: Hash256) {
         let b = bucketIndex(for: id)
         buckets[b].removeAll { $0.id == id }
+        lastSeen[id] = nil
     }
 
     public func contains(_ id: Hash256) -> Bool {
@@ -75,6 +87,8 @@ public struct RoutingTable: Sendable {
         all.sort { $0.0 < $1.0 }
         return all.prefix(count).map(\.1)
     }
+
+    public func bucketCount(_ index: Int) -> Int { buckets[index].count }
 
     public var allContacts: [DHTContact] { buckets.flatMap { $0 } }
     public var count: Int { buckets.reduce(0) { $0 + $1.count } }

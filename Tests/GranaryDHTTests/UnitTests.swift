@@ -12,6 +12,7 @@ import Testing
     @Test func bucketsHoldAtMostKAndNameTheOldestWhenFull() {
         let me = identity()
         var table = RoutingTable(localID: me.id, k: 3)
+        table.recentlySeen = .zero  // always ask for the ping in this test
         // Gather identities that all land in bucket 0 (first bit differs from ours).
         var far: [NodeIdentity] = []
         while far.count < 4 {
@@ -28,6 +29,9 @@ import Testing
         table.evict(far[1].id, replacingWith: contact(far[3]))
         #expect(table.contains(far[3].id) && !table.contains(far[1].id))
         #expect(table.update(contact(me)) == .ignored)
+        // An oldest contact heard from recently is kept without a ping.
+        table.recentlySeen = .seconds(60)
+        #expect(table.update(contact(far[1])) == .ignored)
     }
 
     @Test func closestIsSortedByXorDistance() {
