@@ -89,19 +89,20 @@ final class EmbeddedNetwork: @unchecked Sendable {  // used from the main task a
         record.seed = seed
         guard let seedUDP = seed.udp else { throw EmbeddedNetworkError(description: "the seed did not report its UDP address") }
         for i in 0..<farmerCount {
-            let port = i < previous.farmers.count ? (previous.farmers[i].tcp.flatMap(Self.port) ?? 0) : 0
+            let old = i < previous.farmers.count ? previous.farmers[i] : nil
+            let port = old?.tcp.flatMap(Self.port) ?? 0
             let dir = stateDirectory + "/farmers/\(i + 1)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let node = try startNode(role: "farmer \(i + 1)", arguments: [
-                "farm", "--storage", dir, "--capacity", capacity, "--listen", "127.0.0.1:\(port)", "--bootstrap", seedUDP,
-            ], log: stateDirectory + "/logs/farmer-\(i + 1).log")
+            var arguments = ["farm", "--storage", dir, "--capacity", capacity, "--listen", "127.0.0.1:\(port)", "--bootstrap", seedUDP]
+            if let udp = old?.udp.flatMap(Self.port) { arguments += ["--dht-listen", "127.0.0.1:\(udp)"] }
+            let node = try startNode(role: "farmer \(i + 1)", arguments: arguments, log: stateDirectory + "/logs/farmer-\(i + 1).log")
             record.farmers.append(node)
         }
         let data = try JSONEncoder().encode(record)
         FileManager.default.createFile(atPath: recordPath, contents: data)
     }
 
-    /// Starts one node; if its old port is taken, retries on port 0.
+    /// Starts one node; if its old ports are taken, retries on port 0.
     private func startNode(role: String, arguments: [String], log: String) throws -> Record.Node {
         do {
             return try startOnce(arguments: arguments, log: log)
@@ -111,6 +112,7 @@ final class EmbeddedNetwork: @unchecked Sendable {  // used from the main task a
             }
             var retry = arguments
             retry[i + 1] = "127.0.0.1:0"
+            if let d = retry.firstIndex(of: "--dht-listen") { retry[d + 1] = "127.0.0.1:0" }
             do { return try startOnce(arguments: retry, log: log) } catch {
                 throw EmbeddedNetworkError(description: "\(role) failed to start: \(error) (see \(log))")
             }

@@ -18,7 +18,7 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "State folder of the embedded network.") var state = ".granary"
     @Option(help: "Where to mount.") var mountpoint = "Mountpoints/granary"
     @Option(help: "Number of farmers.") var farmers = 10
-    @Option(help: "Disk space each farmer sells (e.g. 2G).") var capacity = "4G"
+    @Option(help: "Disk space each farmer sells (e.g. 8G); at least the renter's 4 GiB contract allowance.") var capacity = "8G"
     @Option(help: "Local cache budget for clean chunks (e.g. 1G).") var cacheSize: String?
     @Option(help: "Redundancy k/r/s/n.") var scheme = "4/5/7/8"
 
