@@ -32,10 +32,7 @@ public final class DirectContractSource: ContractSource {
                         await client.close()
                         guard !excluding.contains(key.id) else { return nil }
                         let farmer = FarmerContact(id: key.id, publicKey: key.bytes, address: address)
-                        let now = UInt64(Date().timeIntervalSince1970)
-                        let contract = Contract(renterID: identity.id, farmerID: key.id, allowanceBytes: UInt64(terms.allowance),
-                                                startTime: now, endTime: now + UInt64(terms.duration), pricePerAudit: terms.maxPricePerAudit,
-                                                auditIntervalSeconds: UInt64(max(1, terms.auditInterval)), paymentChannelID: .random())
+                        let contract = terms.proposal(renter: identity.id, farmer: key.id, pricePerAudit: terms.maxPricePerAudit)
                         return try await link.propose(contract, farmer: farmer)
                     } catch {
                         Logger(label: "granary.renter").info("farmer at \(address) did not sign: \(error)")

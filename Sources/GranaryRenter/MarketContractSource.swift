@@ -37,9 +37,7 @@ public final class MarketContractSource: ContractSource {
                 group.addTask {
                     let farmer = FarmerContact(id: bid.farmerID, publicKey: bid.farmerKey.bytes,
                                                address: "\(bid.transferHost):\(bid.transferPort)")
-                    let contract = Contract(renterID: identity.id, farmerID: bid.farmerID, allowanceBytes: offer.allowanceBytes,
-                                            startTime: now, endTime: now + offer.durationSeconds, pricePerAudit: bid.pricePerAudit,
-                                            auditIntervalSeconds: offer.auditIntervalSeconds, paymentChannelID: .random())
+                    let contract = terms.proposal(renter: identity.id, farmer: bid.farmerID, pricePerAudit: bid.pricePerAudit, now: now)
                     do {
                         return try await withDeadline(15) { try await link.propose(contract, farmer: farmer) }
                     } catch {

@@ -1,4 +1,5 @@
 import Foundation
+import GranaryFS
 
 /// Why the embedded network could not start.
 struct EmbeddedNetworkError: Error, CustomStringConvertible {
@@ -53,7 +54,7 @@ final class EmbeddedNetwork: @unchecked Sendable {  // used from the main task a
     private var recordPath: String { stateDirectory + "/network.json" }
 
     /// Kills processes left by a crashed run and clears a dead mount.
-    func cleanStale(mountpoint: String) {
+    func cleanStale(mountpoint: String) throws {
         if let data = FileManager.default.contents(atPath: recordPath),
            let old = try? JSONDecoder().decode(Record.self, from: data) {
             record = old
@@ -62,14 +63,11 @@ final class EmbeddedNetwork: @unchecked Sendable {  // used from the main task a
                 kill(node.pid, SIGKILL)
             }
         }
+        // The mount clears its own stale mount too, but `up` must create the
+        // mount point first, which a dead FUSE mount would refuse.
         let absolute = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
-        if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8),
-           mounts.split(separator: "\n").contains(where: { $0.split(separator: " ").dropFirst().first.map(String.init) == absolute }) {
-            print("granary up: clearing a stale mount at \(absolute) left by an earlier run")
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/sh")
-            p.arguments = ["-c", "fusermount3 -u -z '\(absolute)' 2>/dev/null || umount -l '\(absolute)'"]
-            try? p.run(); p.waitUntilExit()
+        if try StaleMount.clearIfStale(absolute) {
+            print("granary up: cleared a stale mount at \(absolute) left by an earlier run")
         }
     }
 

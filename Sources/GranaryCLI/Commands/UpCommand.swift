@@ -28,7 +28,7 @@ struct UpCommand: AsyncParsableCommand {
         if ProcessInfo.processInfo.environment["GRANARY_POW_BITS"] == nil { setenv("GRANARY_POW_BITS", "12", 1) }
         let network = try EmbeddedNetwork(stateDirectory: state, farmerCount: farmers, capacity: capacity)
         try network.lock()
-        network.cleanStale(mountpoint: mountpoint)
+        try network.cleanStale(mountpoint: mountpoint)
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
 
         print("granary up: starting a seed and \(farmers) farmers on 127.0.0.1 (logs in \(state)/logs)")
