@@ -34,7 +34,9 @@ private func makeAddress(_ path: String) -> sockaddr_un? {
 }
 
 private func writeLine(_ fd: Int32, _ message: ControlMessage) -> Bool {
-    guard var data = try? JSONEncoder().encode(message) else { return false }
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys  // stable lines for scripts and tests
+    guard var data = try? encoder.encode(message) else { return false }
     data.append(0x0a)
     return data.withUnsafeBytes { p in
         var done = 0
