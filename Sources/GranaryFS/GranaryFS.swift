@@ -96,6 +96,7 @@ public final class GranaryFS: @unchecked Sendable {
         guard fuse_session_mount(se, options.mountpoint) == 0 else {
             throw MountError("cannot mount at \(options.mountpoint) (is /dev/fuse available and the folder empty and not mounted?)")
         }
+        raiseReadAhead()
         onMounted()
         let cfg = fuse_loop_cfg_create()
         fuse_loop_cfg_set_max_threads(cfg, options.maxThreads)
@@ -129,6 +130,32 @@ public final class GranaryFS: @unchecked Sendable {
         fuse_loop_cfg_destroy(cfg)
         fuse_session_unmount(se)
         if rc < 0 { log.error("FUSE loop ended with error \(-rc)") }
+    }
+
+    /// The kernel caps a FUSE mount's read-ahead at its default 128 KiB,
+    /// so a sequential read arrives as 128 KiB requests however large the
+    /// reader's buffer; 1 MiB (the max_write set at init) takes an eighth
+    /// of the round trips. Needs root (sysfs); without it reads still work.
+    private func raiseReadAhead() {
+        // The device number comes from mountinfo: a stat of the mount point
+        // would wait for this loop, which has not started yet.
+        guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return }
+        // Compared as given (the mount command passes a standardized path):
+        // URL(fileURLWithPath:) would stat it, and that waits for this loop too.
+        var target = options.mountpoint
+        while target.count > 1 && target.hasSuffix("/") { target.removeLast() }
+        var device: Substring?
+        for line in info.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            // id parent major:minor root mountpoint ...; the last match is the newest mount.
+            if fields.count > 4, fields[4] == target { device = fields[2] }
+        }
+        guard let device else { return }
+        let fd = Glibc.open("/sys/class/bdi/\(device)/read_ahead_kb", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        let text = "\(GranaryFS.bufferSize >> 10)\n"
+        _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
+        Glibc.close(fd)
     }
 
     /// Stops the loop from another thread (the loop then unmounts).

@@ -24,7 +24,21 @@ extension GranaryFS {
 
         ops.lookup = { req, parent, name in
             let fs = GranaryFS.fs(req)
-            fs.replyEntry(req) { () throws(FSError) in try fs.store.lookup(parent: UInt64(parent), name: GranaryFS.name(name)) }
+            do {
+                var e = fs.entry(try fs.store.lookup(parent: UInt64(parent), name: GranaryFS.name(name)))
+                fuse_reply_entry(req, &e)
+            } catch {
+                // A missing name is cached as a negative entry (ino 0): this
+                // mount is the only writer, and `cp -r` looks up every name
+                // before creating it.
+                if GranaryFS.errno(error) == ENOENT {
+                    var e = fuse_entry_param()
+                    e.entry_timeout = fs.options.entryTimeout
+                    fuse_reply_entry(req, &e)
+                } else {
+                    fuse_reply_err(req, GranaryFS.errno(error))
+                }
+            }
         }
 
         ops.forget = { req, ino, n in
@@ -133,6 +147,7 @@ extension GranaryFS {
                 if let fi {
                     fi.pointee.fh = (fi.pointee.flags & O_APPEND) != 0 ? 1 : 0
                     fi.pointee.keep_cache = 1
+                    fi.pointee.noflush = 1  // flush does nothing here: spare the kernel a request per close
                 }
                 fuse_reply_open(req, fi)
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
@@ -146,6 +161,7 @@ extension GranaryFS {
                 if let fi {
                     fi.pointee.fh = (fi.pointee.flags & O_APPEND) != 0 ? 1 : 0
                     fi.pointee.keep_cache = 1
+                    fi.pointee.noflush = 1  // flush does nothing here: spare the kernel a request per close
                 }
                 fuse_reply_create(req, &e, fi)
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }

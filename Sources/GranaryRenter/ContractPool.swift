@@ -56,7 +56,8 @@ public final class ContractPool: Sendable {
         }
         // Top up with new farmers.
         guard let live = try? liveContracts() else { return 0 }
-        let usable = Set(live.filter { $0.free >= Int64(config.terms.allowance / 8) }.map(\.record.farmer.id))
+        // Usable while an eighth of its allowance is free (contracts are sized to each farmer's space).
+        let usable = Set(live.filter { $0.free >= min(config.terms.allowance, $0.record.allowance) / 8 }.map(\.record.farmer.id))
         let missing = config.targetContracts - usable.count
         guard missing > 0 else { return usable.count }
         let excluded = Set(book.all.filter { $0.disqualified || book.isOffline($0.contact.id) }.map(\.contact.id)).union(usable)

@@ -45,10 +45,23 @@ public struct ContractTerms: Sendable, Hashable {
     public var maxPricePerAudit: UInt64
     public var auditInterval: Double
 
+    /// The smallest allowance worth a contract: the market asks for this
+    /// much, so farmers with less free space than `allowance` still bid,
+    /// and each contract gets min(allowance, the farmer's free space).
+    public var minimumAllowance: Int64
+
     public init(allowance: Int64 = 4 << 30, duration: Double = 30 * 86_400,
-                maxPricePerAudit: UInt64 = 1_000, auditInterval: Double = 3_600) {
+                maxPricePerAudit: UInt64 = 1_000, auditInterval: Double = 3_600, minimumAllowance: Int64? = nil) {
         self.allowance = allowance; self.duration = duration
         self.maxPricePerAudit = maxPricePerAudit; self.auditInterval = auditInterval
+        self.minimumAllowance = min(allowance, minimumAllowance ?? max(256 << 20, allowance / 16))
+    }
+
+    /// These terms with the allowance a farmer with `freeBytes` can take.
+    func sized(toFree freeBytes: UInt64) -> ContractTerms {
+        var t = self
+        t.allowance = min(allowance, max(minimumAllowance, Int64(clamping: freeBytes)))
+        return t
     }
 }
 

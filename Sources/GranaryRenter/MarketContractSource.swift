@@ -24,7 +24,9 @@ public final class MarketContractSource: ContractSource {
     public func formContracts(count: Int, terms: ContractTerms, excluding: Set<Hash256>) async throws -> [ContractRecord] {
         guard count > 0 else { return [] }
         let market = ContractMarket(node: node, reputation: reputation)
-        let offer = OfferTerms(allowanceBytes: UInt64(terms.allowance), durationSeconds: UInt64(terms.duration),
+        // Ask for the minimum so farmers with less free space than the
+        // allowance bid too; each contract then gets what its farmer has.
+        let offer = OfferTerms(allowanceBytes: UInt64(terms.minimumAllowance), durationSeconds: UInt64(terms.duration),
                                maxPricePerAudit: terms.maxPricePerAudit, auditIntervalSeconds: UInt64(max(1, terms.auditInterval)))
         let bids = try await market.requestBids(offer, window: window).filter { !excluding.contains($0.farmerID) }
         log.info("market: \(bids.count) acceptable bids for \(count) contracts")
@@ -37,7 +39,7 @@ public final class MarketContractSource: ContractSource {
                 group.addTask {
                     let farmer = FarmerContact(id: bid.farmerID, publicKey: bid.farmerKey.bytes,
                                                address: "\(bid.transferHost):\(bid.transferPort)")
-                    let contract = terms.proposal(renter: identity.id, farmer: bid.farmerID, pricePerAudit: bid.pricePerAudit, now: now)
+                    let contract = terms.sized(toFree: bid.freeCapacityBytes).proposal(renter: identity.id, farmer: bid.farmerID, pricePerAudit: bid.pricePerAudit, now: now)
                     do {
                         return try await withDeadline(15) { try await link.propose(contract, farmer: farmer) }
                     } catch {
@@ -60,19 +62,22 @@ extension RenterEngine {
     /// `start(stateDirectory:identity:bootstrap:configuration:)` with the
     /// default configuration and the given redundancy scheme.
     public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],
-                             scheme: RedundancyScheme) async throws -> RenterEngine {
+                             scheme: RedundancyScheme, contractTimeout: Double? = 60) async throws -> RenterEngine {
         try await start(stateDirectory: stateDirectory, identity: identity, bootstrap: bootstrap,
-                        configuration: RenterConfiguration(scheme: scheme))
+                        configuration: RenterConfiguration(scheme: scheme), contractTimeout: contractTimeout)
     }
 
     /// Starts a renter on a real network: its DHT node (joined through
     /// `bootstrap`, HOST:PORT of any node such as a seed), the transfer
     /// link, network.db under `stateDirectory`, and a contract pool filled
-    /// through the market before returning.
+    /// through the market before returning (within `contractTimeout`).
+    /// With a nil `contractTimeout` it returns at once, and joining and
+    /// forming contracts go on in the background with retries (a mount
+    /// works from its cache while the network is unreachable).
     public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],
                              configuration: RenterConfiguration = RenterConfiguration(),
                              clock: RenterClock = SystemClock(), random: RandomSource = SystemRandomSource(),
-                             contractTimeout: Double = 60) async throws -> RenterEngine {
+                             contractTimeout: Double? = 60) async throws -> RenterEngine {
         let seeds = try bootstrap.map { text -> DHTAddress in
             guard let a = DHTAddress(text) else { throw SegmentStoreError.unavailable("bootstrap address \(text) is not HOST:PORT") }
             return a
@@ -89,8 +94,26 @@ extension RenterEngine {
             guard let a = DHTAddress(text) else { throw SegmentStoreError.unavailable("DHT advertise address \(text) is not HOST:PORT") }
             return a
         }
-        let node = try await DHTNode.start(identity: identity, listen: listen, advertise: advertise,
+        let node: DHTNode
+        let join: (@Sendable () async throws -> Void)?
+        if contractTimeout == nil {
+            // Join in the background: the node serves (alone) at once and
+            // the engine's connector retries the bootstrap nodes.
+            let transport = try await UDPTransport.bind(host: listen.host, port: listen.port)
+            do {
+                node = try DHTNode(identity: identity, transport: transport, advertise: advertise,
+                                   configuration: dht, statePath: stateDirectory + "/dht")
+            } catch {
+                await transport.close()
+                throw error
+            }
+            await node.start()
+            join = { try await node.bootstrap(seeds) }
+        } else {
+            node = try await DHTNode.start(identity: identity, listen: listen, advertise: advertise,
                                            bootstrap: seeds, statePath: stateDirectory + "/dht", configuration: dht)
+            join = nil
+        }
         let link = TransferFarmerLink(identity: identity, difficulty: configuration.difficulty)
         let bookBox = ReputationLookup()
         let source = MarketContractSource(node: node, link: link, identity: identity,
@@ -106,7 +129,7 @@ extension RenterEngine {
         }
         bookBox.set(engine.farmers)
         do {
-            try await engine.start(contractTimeout: contractTimeout)
+            try await engine.start(contractTimeout: contractTimeout, join: join)
         } catch {
             await engine.stop()
             throw error

@@ -67,13 +67,16 @@ public final class NetworkSegmentStore: SegmentStore {
         progress.begin(id, total: Int64(scheme.s * pieceSize))
         defer { progress.end(id, durableBytes: durable ? Int64(bytes.count) : nil) }
         do {
-            let coded = await Self.encode(bytes, scheme: scheme, timings: timings)
+            // Before coding: while the pool is still forming, fail cheaply (the uploader retries).
             let candidates = try placements(pieceSize: pieceSize, excluding: [])
             guard candidates.count >= scheme.s else {
                 throw SegmentStoreError.unavailable("\(candidates.count) farmers can take a piece of \(pieceSize) bytes, \(scheme.s) are needed (scheme \(scheme)); the contract pool is still forming or farmers are full")
             }
+            // Pieces are made by the tasks that upload them (slice or parity,
+            // then Merkle root), so coding and hashing overlap the transfers.
+            let source = PieceSource(segment: bytes, scheme: scheme, timings: timings)
             let t0 = DispatchTime.now().uptimeNanoseconds
-            let stored = try await uploadPieces(segment: id, coded: coded, pieceSize: pieceSize,
+            let stored = try await uploadPieces(segment: id, pieces: source.piece, pieceSize: pieceSize,
                                                 indexes: Array(0..<scheme.n), needed: scheme.s, candidates: candidates)
             timings.add("upload_network_wall", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
             try db.releasePieces(of: id, keeping: Set(stored.map(\.pieceID)))
@@ -95,18 +98,13 @@ public final class NetworkSegmentStore: SegmentStore {
         var roots: [Hash256]
     }
 
-    /// Erasure codes and hashes the pieces, each piece's Merkle tree on its own task.
-    static func encode(_ bytes: [UInt8], scheme: RedundancyScheme, timings: StageTimings) async -> Coded {
-        let pieces = timings.measure("erasure_code") { ErasureCoder(scheme: scheme).encode(bytes) }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        defer { timings.add("merkle_hash_wall", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
-        let roots = await withTaskGroup(of: (Int, Hash256).self) { group in
-            for (i, p) in pieces.enumerated() { group.addTask { (i, MerkleTree(data: p).root) } }
-            var out = [Hash256](repeating: .zero, count: pieces.count)
-            for await (i, r) in group { out[i] = r }
-            return out
-        }
-        return Coded(pieces: pieces, roots: roots)
+    /// A piece and its Merkle root, made on demand by the task that uploads it.
+    typealias PieceMaker = @Sendable (Int) async -> (bytes: [UInt8], root: Hash256)
+
+    func uploadPieces(segment: SegmentID, coded: Coded, pieceSize: Int, indexes: [Int], needed: Int,
+                      candidates: [Placement]) async throws -> [PieceRow] {
+        try await uploadPieces(segment: segment, pieces: { (coded.pieces[$0], coded.roots[$0]) }, pieceSize: pieceSize,
+                               indexes: indexes, needed: needed, candidates: candidates)
     }
 
     /// Hands out spare farmers to piece uploads whose farmer failed.
@@ -124,7 +122,7 @@ public final class NetworkSegmentStore: SegmentStore {
     /// Uploads the pieces `indexes` in parallel, one per distinct farmer,
     /// replacing a farmer that fails or times out with a spare, and returns
     /// once `needed` are confirmed, cancelling the rest (long tail).
-    func uploadPieces(segment: SegmentID, coded: Coded, pieceSize: Int, indexes: [Int], needed: Int,
+    func uploadPieces(segment: SegmentID, pieces: @escaping PieceMaker, pieceSize: Int, indexes: [Int], needed: Int,
                       candidates: [Placement]) async throws -> [PieceRow] {
         let first = min(indexes.count, candidates.count)
         let spares = SparePool(Array(candidates.dropFirst(first)))
@@ -135,8 +133,9 @@ public final class NetworkSegmentStore: SegmentStore {
             for (slot, index) in indexes.prefix(first).enumerated() {
                 let initial = candidates[slot]
                 group.addTask {
-                    await self.uploadPiece(segment: segment, index: index, bytes: coded.pieces[index], root: coded.roots[index],
-                                           first: initial, spares: spares, timeout: timeout)
+                    let (bytes, root) = await pieces(index)
+                    return await self.uploadPiece(segment: segment, index: index, bytes: bytes, root: root,
+                                                  first: initial, spares: spares, timeout: timeout)
                 }
             }
             for await outcome in group {

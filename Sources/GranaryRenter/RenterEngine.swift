@@ -31,6 +31,8 @@ public struct RenterStatus: Sendable, Codable, Hashable {
     public var upload: UploadProgress.Snapshot
     public var durableSegments: Int
     public var scheme: String
+    /// What uploads wait for (joining the network, too few contracts); nil when ready.
+    public var waiting: String?
 }
 
 /// The renter engine: network.db, the farmer book, the segment store, the
@@ -47,6 +49,7 @@ public final class RenterEngine: Sendable {
     let link: FarmerLink
     let source: ContractSource
     private let loop = LoopHandle()
+    private let connector: NetworkConnector
     private let log = Logger(label: "granary.renter")
 
     /// The segment store to hand to the Store layer.
@@ -71,18 +74,44 @@ public final class RenterEngine: Sendable {
         contracts = ContractPool(db: db, book: book, link: link, source: source, clock: clock, config: configuration)
         audits = AuditScheduler(db: db, book: book, link: link, clock: clock, random: random, config: configuration)
         repairer = Repairer(db: db, book: book, store: store, config: configuration)
+        connector = NetworkConnector()
         let rolledBack = try db.rollBackInterruptedUploads()
         if !rolledBack.isEmpty {
             log.info("rolled back \(rolledBack.count) uploads interrupted by a crash; their pieces are being released")
         }
     }
 
-    /// Fills the contract pool (at least s farmers, waiting up to `timeout`)
-    /// and starts the background loop when configured.
-    public func start(contractTimeout: Double = 60) async throws {
-        if !rolledBackReleased() { await store.releasePendingPieces() }
-        try await contracts.fill(minimum: configuration.scheme.s, timeout: contractTimeout)
+    /// Fills the contract pool (at least s farmers, waiting up to
+    /// `contractTimeout`) and starts the background loop when configured.
+    /// With a nil timeout it returns at once: `join` (when given) and the
+    /// contract pool run in the background, retried with backoff, and
+    /// `status().waiting` says what uploads wait for.
+    public func start(contractTimeout: Double? = 60, join: (@Sendable () async throws -> Void)? = nil) async throws {
+        if let contractTimeout {
+            if let join { try await join() }
+            if !rolledBackReleased() { await store.releasePendingPieces() }
+            try await contracts.fill(minimum: configuration.scheme.s, timeout: contractTimeout)
+        } else {
+            let pool = contracts, store = self.store
+            connector.start(join: join, release: { await store.releasePendingPieces() },
+                            minimum: configuration.scheme.s, full: min(configuration.scheme.n, configuration.targetContracts),
+                            fillRound: { await pool.maintain() })
+        }
         if configuration.runBackgroundLoops { startLoop() }
+    }
+
+    /// What uploads wait for while the network is being joined or too few
+    /// farmers have contracts; nil when uploads can go ahead.
+    public var waiting: String? {
+        let needed = configuration.scheme.s
+        switch connector.phase {
+        case let .joining(attempts, lastError):
+            if attempts == 0 { return "joining the network" }
+            return "joining the network (attempt \(attempts)\(lastError.map { ": " + $0 } ?? ""))"
+        case .formingContracts, .ready:
+            let have = Set(((try? contracts.liveContracts()) ?? []).map(\.record.farmer.id)).count
+            return have >= needed ? nil : "waiting for contracts: \(have) of \(needed) farmers"
+        }
     }
 
     private func rolledBackReleased() -> Bool { ((try? database.pieces(state: .deleting, limit: 1)) ?? []).isEmpty }
@@ -107,6 +136,7 @@ public final class RenterEngine: Sendable {
 
     /// Stops the loop and closes every session; network.db stays consistent.
     public func stop() async {
+        await connector.cancel()
         await loop.cancel()
         farmers.flush()
         await source.shutdown()
@@ -133,7 +163,8 @@ public final class RenterEngine: Sendable {
             totalPaid: paid.values.reduce(0, +),
             upload: store.progress.snapshot,
             durableSegments: (try? database.durableSegmentIDs().count) ?? 0,
-            scheme: configuration.scheme.description)
+            scheme: configuration.scheme.description,
+            waiting: waiting)
     }
 }
 

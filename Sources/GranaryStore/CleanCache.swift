@@ -115,6 +115,33 @@ enum Blocking {
         return try box.result!.get()
     }
 
+    /// An operation started with `start`, waited for later from a thread.
+    final class Handle<T: Sendable>: @unchecked Sendable {  // result written once before the semaphore signals
+        fileprivate let sem = DispatchSemaphore(value: 0)
+        fileprivate var result: Result<T, Error>?
+        fileprivate var task: Task<Void, Never>?
+
+        /// The result; after `timeout` seconds the operation is cancelled and this throws.
+        func wait(timeout: Double) throws -> T {
+            if sem.wait(timeout: .now() + timeout) == .timedOut {
+                task?.cancel()
+                throw TimedOut(seconds: timeout)
+            }
+            sem.signal()  // later waits return at once
+            return try result!.get()
+        }
+    }
+
+    /// Starts `body` without waiting for it.
+    static func start<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) -> Handle<T> {
+        let h = Handle<T>()
+        h.task = Task {
+            do { h.result = .success(try await body()) } catch { h.result = .failure(error) }
+            h.sem.signal()
+        }
+        return h
+    }
+
     struct TimedOut: Error, CustomStringConvertible {
         let seconds: Double
         var description: String { "no answer from segment storage within \(Int(seconds)) s" }

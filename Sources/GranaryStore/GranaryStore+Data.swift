@@ -72,9 +72,17 @@ extension GranaryStore {
     }
 
     /// Fetches a clean chunk's plaintext from segment storage into the
-    /// cache; bounded by the read timeout.
+    /// cache; bounded by the read timeout. Concurrent fetches of one chunk
+    /// share a single read.
     func fetchIntoCache(_ id: Hash256) throws(FSError) {
         if cleanCache.contains(id) { return }
+        try fetches.fetch(id) { () throws(FSError) in
+            if cleanCache.contains(id) { return }  // another fetch just finished
+            try fetchUncached(id)
+        }
+    }
+
+    private func fetchUncached(_ id: Hash256) throws(FSError) {
         blobLock.lock()
         let loc = blobs[id]
         blobLock.unlock()
@@ -140,6 +148,7 @@ extension GranaryStore {
         let sequential = offset == f.lastReadEnd
         var done = 0
         var fetchedCold = false
+        var fetchedIndex: Int?
         while done < total {
             let pos = Int(offset) + done
             let idx = pos / chunkSize
@@ -158,11 +167,20 @@ extension GranaryStore {
                 var fd: Int32
                 if let e = f.cleanFDs[idx], e.id == id { fd = e.fd } else {
                     f.closeCleanFD(idx)
-                    if let o = cleanCache.open(id) { fd = o } else {
-                        try fetchIntoCache(id)
+                    if let o = cleanCache.open(id) { fd = o } else if fetchedIndex == idx {
+                        throw .io  // fetched once already in this read and gone again (cache budget too small)
+                    } else {
+                        // The network read runs without the file's lock, so
+                        // other reads and writes of the file go on; then this
+                        // chunk is looked at again (it may have changed).
+                        f.lock.unlock()
+                        var failure: FSError?
+                        do { try fetchIntoCache(id) } catch { failure = error }
+                        f.lock.lock()
+                        if let failure { throw failure }
                         fetchedCold = true
-                        guard let o = cleanCache.open(id) else { throw .io }
-                        fd = o
+                        fetchedIndex = idx
+                        continue
                     }
                     f.cleanFDs[idx] = (id, fd)
                 }

@@ -71,6 +71,7 @@ public final class GranaryStore: @unchecked Sendable {
     private var dirtyDirFD: Int32 = -1
 
     let uploader = UploaderState()
+    let fetches = ChunkFetches()
 
     public init(configuration: StoreConfiguration, segments: any SegmentStore, keys: RenterKeys) throws {
         config = configuration
@@ -233,15 +234,33 @@ public final class GranaryStore: @unchecked Sendable {
         }
     }
 
-    /// Persists every file changed by writes since the last call.
+    /// Persists every file changed by writes since the last call, in one
+    /// transaction (a copy of many small files changes thousands). metaLock
+    /// is held throughout, so no fsync writes rows in between; files whose
+    /// lock is busy (tried, never waited for: the lock order is file, then
+    /// metaLock) stay pending for the next call.
     func persistAll() {
         metaLock.lock()
+        defer { metaLock.unlock() }
         let pending = needsPersist.compactMap { files[$0] }
-        metaLock.unlock()
-        for f in pending {
-            f.lock.lock()
-            persistLocked(f)
-            f.lock.unlock()
+        guard !pending.isEmpty else { return }
+        var locked: [FileData] = []
+        defer { for f in locked { f.lock.unlock() } }
+        for f in pending where f.lock.try() { locked.append(f) }
+        do {
+            try db.write { db in
+                for f in locked {
+                    if let rec = inodes[f.ino] { try writeInodeRow(db, rec) }
+                    if !f.freed { for idx in f.changed { try writeChunkRow(db, ino: f.ino, idx: idx, state: f.chunks[idx]) } }
+                }
+            }
+        } catch {
+            log.error("meta.db write failed for \(locked.count) files: \(error)")
+            return
+        }
+        for f in locked {
+            f.changed.removeAll()
+            needsPersist.remove(f.ino)
         }
     }
 

@@ -62,11 +62,20 @@ extension GranaryStore {
         t.start()
     }
 
+    /// Closes wake the uploader; those within this long of the last pass
+    /// join the next one, so copying many small files does not cost one
+    /// scan of every file per close. Flush and stop are not delayed.
+    static let minimumPassInterval = 0.25
+
     private func uploaderMain() {
+        var failures = 0
+        var lastPass = Date.distantPast
         while true {
             let u = uploader
             u.cond.lock()
             if !u.wakeRequested && !u.stopping { _ = u.cond.wait(until: Date().addingTimeInterval(1)) }
+            let earliest = lastPass.addingTimeInterval(Self.minimumPassInterval)
+            while u.forceRequests == 0 && !u.stopping && Date() < earliest { _ = u.cond.wait(until: earliest) }
             u.wakeRequested = false
             let force = u.forceRequests > 0 || u.stopping
             let forcedAt = u.forceRequests
@@ -75,6 +84,7 @@ extension GranaryStore {
 
             persistAll()
             let ok = uploadPass(force: force)
+            lastPass = Date()
             if stopping {
                 u.cond.lock(); u.stopped = true; u.cond.broadcast(); u.cond.unlock()
                 return
@@ -84,7 +94,15 @@ extension GranaryStore {
             u.passesCompleted += 1
             u.cond.broadcast()
             u.cond.unlock()
-            if !ok { Thread.sleep(forTimeInterval: 1) }
+            // Back off while passes fail (network unreachable, contracts
+            // still forming): 1, 2, 4, then every 5 s; only stopping cuts it short.
+            failures = ok ? 0 : failures + 1
+            if failures > 0 {
+                let until = Date().addingTimeInterval(min(5, Double(1 << min(failures - 1, 3))))
+                u.cond.lock()
+                while !u.stopping && Date() < until { _ = u.cond.wait(until: until) }
+                u.cond.unlock()
+            }
         }
     }
 
@@ -117,6 +135,11 @@ extension GranaryStore {
         var ok = true
         let segID0 = Hash256.random()
         var segID = segID0
+        // The previous segment uploads while the next one is sealed; it is
+        // finished (recorded, its chunks marked clean) before the next one,
+        // so commits stay in order. Its chunk IDs count as known.
+        var inFlight: SegmentCommit?
+        defer { if let f = inFlight { _ = finishCommit(f) } }
 
         for f in fileList {
             f.lock.lock()
@@ -157,12 +180,16 @@ extension GranaryStore {
                 let plain = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
                 let id = sealer.chunkID(of: plain)
                 blobLock.lock()
-                let known = blobs[id] != nil
+                let known = blobs[id] != nil || inFlight?.chunkIDs.contains(id) == true
                 blobLock.unlock()
                 if !known && !inSegment.contains(id) {
                     let sealedSize = ChunkSealer.sealedSize(plaintextCount: length, algorithm: sealer.algorithm)
                     if segment.count + sealedSize > maxSegmentSize && !segment.isEmpty {
-                        if !commit(segID, &segment, &newBlobs, &pending) { return false }
+                        if let previous = inFlight {
+                            inFlight = nil
+                            if !finishCommit(previous) { return false }
+                        }
+                        inFlight = startCommit(segID, &segment, &newBlobs, &pending)
                         inSegment.removeAll()
                         segID = Hash256.random()
                     }
@@ -180,34 +207,67 @@ extension GranaryStore {
                 pending.append(Pending(file: f, idx: idx, chunk: d, version: version, id: id, length: length))
             }
         }
+        if let previous = inFlight {
+            inFlight = nil
+            if !finishCommit(previous) { return false }
+        }
         if !pending.isEmpty || !segment.isEmpty {
-            if !commit(segID, &segment, &newBlobs, &pending) { return false }
+            if !finishCommit(startCommit(segID, &segment, &newBlobs, &pending)) { return false }
         }
         return ok
     }
 
     func noteError(_ text: String) {
-        log.error("\(text)")
-        uploader.cond.lock(); uploader.lastError = text; uploader.cond.unlock()
+        uploader.cond.lock()
+        let repeated = uploader.lastError == text
+        uploader.lastError = text
+        uploader.cond.unlock()
+        // A retry failing the same way is logged once, not every pass.
+        if repeated { log.debug("\(text)") } else { log.error("\(text)") }
     }
 
-    /// Stores the segment, then records where its chunks live, then marks
-    /// chunks clean whose content did not change meanwhile.
-    private func commit(_ segID: Hash256, _ segment: inout SegmentBuffer, _ newBlobs: inout [(Hash256, BlobLocation)], _ pending: inout [Pending]) -> Bool {
+    /// A segment whose upload has started, with what to record once it is durable.
+    private struct SegmentCommit {
+        let segID: Hash256
+        let byteCount: Int
+        let newBlobs: [(Hash256, BlobLocation)]
+        let pending: [Pending]
+        let chunkIDs: Set<Hash256>
+        /// Nil when there were no new bytes to store (only known chunks).
+        let upload: Blocking.Handle<Void>?
+    }
+
+    /// Starts storing the packed segment (in the background) and takes its
+    /// bookkeeping; the buffer is free for the next segment on return.
+    private func startCommit(_ segID: Hash256, _ segment: inout SegmentBuffer, _ newBlobs: inout [(Hash256, BlobLocation)], _ pending: inout [Pending]) -> SegmentCommit {
+        var upload: Blocking.Handle<Void>?
+        let count = segment.count
         if !segment.isEmpty {
             let bytes = Array(UnsafeRawBufferPointer(rebasing: segment.memory[0..<segment.count]))
             let store = segments
+            upload = Blocking.start { try await store.put(segID, bytes: bytes) }
+        }
+        let commit = SegmentCommit(segID: segID, byteCount: count, newBlobs: newBlobs, pending: pending,
+                                   chunkIDs: Set(newBlobs.map(\.0)), upload: upload)
+        segment.count = 0; newBlobs.removeAll(); pending.removeAll()
+        return commit
+    }
+
+    /// Waits for the segment to be durable, then records where its chunks
+    /// live, then marks chunks clean whose content did not change meanwhile.
+    private func finishCommit(_ c: SegmentCommit) -> Bool {
+        let segID = c.segID, newBlobs = c.newBlobs, pending = c.pending
+        if let upload = c.upload {
             do {
-                try Blocking.run(timeout: 600) { try await store.put(segID, bytes: bytes) }
+                try upload.wait(timeout: 600)
             } catch {
-                noteError("upload of a \(bytes.count >> 10) KiB segment failed, will retry: \(error)")
-                segment.count = 0; newBlobs.removeAll(); pending.removeAll()
+                noteError("upload of a \(c.byteCount >> 10) KiB segment failed, will retry: \(error)")
                 return false
             }
             do {
                 try db.write { db in
                     try db.execute(sql: "INSERT OR IGNORE INTO segment (id, size, created) VALUES (?, ?, ?)",
-                                   arguments: [Data(segID.bytes), bytes.count, wallClockNanos()])
+                                   arguments: [Data(segID.bytes), c.byteCount, wallClockNanos()])
                     for (id, loc) in newBlobs {
                         try db.execute(sql: "INSERT OR IGNORE INTO blob (chunk_id, segment, offset, sealed_length, plain_length) VALUES (?, ?, ?, ?, ?)",
                                        arguments: [Data(id.bytes), Data(loc.segment.bytes), loc.offset, loc.sealedLength, loc.plainLength])
@@ -215,7 +275,6 @@ extension GranaryStore {
                 }
             } catch {
                 noteError("meta.db: cannot record segment \(segID.short): \(error)")
-                segment.count = 0; newBlobs.removeAll(); pending.removeAll()
                 return false
             }
             blobLock.lock()
@@ -223,39 +282,73 @@ extension GranaryStore {
             blobLock.unlock()
             uploader.cond.lock(); uploader.uploadedSegments += 1; uploader.cond.unlock()
         }
-        var uploaded: UInt64 = 0
+        markClean(pending)
+        return true
+    }
+
+    /// Marks the uploaded chunks clean in one meta.db transaction, not one
+    /// per chunk (a segment of small files holds thousands). The file locks
+    /// are not held across it, so fsync's guarantee is kept another way:
+    /// each chunk's row is first marked changed, so an fsync that runs
+    /// before the chunk turns clean in memory rewrites its row as dirty; a
+    /// chunk written meanwhile stays dirty and its row is rewritten.
+    private func markClean(_ pending: [Pending]) {
+        func unchanged(_ p: Pending) -> DirtyChunk? {
+            guard !p.file.freed, case let .dirty(d)? = p.file.chunks[p.idx], d === p.chunk, d.version == p.version, d.base == nil else { return nil }
+            return d
+        }
+        var marked: [Pending] = []
         for p in pending {
+            p.file.lock.lock()
+            if unchanged(p) != nil { p.file.changed.insert(p.idx); marked.append(p) }
+            p.file.lock.unlock()
+        }
+        guard !marked.isEmpty else { return }
+        do {
+            try db.write { db in
+                for p in marked { try writeChunkRow(db, ino: p.file.ino, idx: p.idx, state: .clean(id: p.id, length: p.length)) }
+            }
+        } catch {
+            log.error("meta.db: cannot mark chunks clean: \(error)")
+            return
+        }
+        var uploaded: UInt64 = 0
+        for p in marked {
             let f = p.file
             f.lock.lock()
-            if !f.freed, case let .dirty(d)? = f.chunks[p.idx], d === p.chunk, d.version == p.version, d.base == nil {
-                let newState = ChunkState.clean(id: p.id, length: p.length)
-                do {
-                    try db.write { db in try writeChunkRow(db, ino: f.ino, idx: p.idx, state: newState) }
-                    f.chunks[p.idx] = newState
-                    f.changed.remove(p.idx)
-                    close(d.fd)
-                    // The cache file becomes the clean cached copy.
-                    let from = dirtyPath(f.ino, p.idx)
-                    let to = cleanCache.path(p.id)
-                    if Glibc.rename(from, to) == 0 {
-                        var st = stat()
-                        _ = stat(to, &st)
-                        cleanCache.insert(p.id, size: UInt64(st.st_size))
-                    } else {
-                        Glibc.unlink(from)
-                    }
-                    uploaded += UInt64(p.length)
-                } catch {
+            defer { f.lock.unlock() }
+            guard let d = unchanged(p) else {
+                // Written meanwhile: its row says clean, make it say dirty again.
+                if !f.freed {
+                    f.changed.insert(p.idx)
+                    metaLock.lock(); needsPersist.insert(f.ino); metaLock.unlock()
+                }
+                continue
+            }
+            let newState = ChunkState.clean(id: p.id, length: p.length)
+            if !f.changed.contains(p.idx) {
+                // An fsync rewrote the row as dirty in between: write it clean again.
+                do { try db.write { db in try writeChunkRow(db, ino: f.ino, idx: p.idx, state: newState) } } catch {
                     log.error("meta.db: cannot mark chunk clean: \(error)")
+                    continue
                 }
             }
-            f.lock.unlock()
+            f.chunks[p.idx] = newState
+            f.changed.remove(p.idx)
+            close(d.fd)
+            // The cache file becomes the clean cached copy.
+            let from = dirtyPath(f.ino, p.idx)
+            let to = cleanCache.path(p.id)
+            if Glibc.rename(from, to) == 0 {
+                var st = stat()
+                _ = stat(to, &st)
+                cleanCache.insert(p.id, size: UInt64(st.st_size))
+            } else {
+                Glibc.unlink(from)
+            }
+            uploaded += UInt64(p.length)
         }
         uploader.record(bytes: uploaded)
-        segment.count = 0
-        newBlobs.removeAll()
-        pending.removeAll()
-        return true
     }
 
     /// A segment being packed in raw memory.

@@ -51,10 +51,12 @@ struct MountCommand: AsyncParsableCommand {
             // The renter's identity follows from its master key, so a restore
             // with the key alone finds the same DHT records.
             let identity = keys.nodeIdentity(difficulty: NodeIdentity.configuredDifficulty)
-            print("granary mount: joining the network through \(bootstrap.joined(separator: ", ")) and forming contracts (scheme \(redundancy))")
+            print("granary mount: joining the network through \(bootstrap.joined(separator: ", ")) and forming contracts in the background (scheme \(redundancy))")
             fflush(nil)
+            // Nil timeout: the mount comes up at once and works from its
+            // cache; uploads wait until enough farmers have contracts.
             let engine = try await RenterEngine.start(stateDirectory: stateDirectory + "/network", identity: identity,
-                                                      bootstrap: bootstrap, scheme: redundancy)
+                                                      bootstrap: bootstrap, scheme: redundancy, contractTimeout: nil)
             return MountBackend(segments: engine.segments, extraStatus: { engine.status().summary }, stop: { await engine.stop() })
         }
     }
@@ -177,6 +179,7 @@ extension RenterStatus {
             "network.contracts": "\(contracts.filter { $0.state == "active" }.count) active of \(contracts.count)",
             "network.durable_segments": "\(durableSegments)",
             "network.paid": "\(totalPaid)",
+            "network.state": waiting ?? "ready",
         ]
         for f in farmers {
             let latency = f.latencyMs.map { String(format: "%.0f ms", $0) } ?? "-"

@@ -1,0 +1,108 @@
+import Foundation
+import GranaryTestSupport
+import Testing
+
+/// A network mount comes up while its bootstrap node is not running yet:
+/// writes land in the cache, uploads wait for contracts, `granary status`
+/// says why; once the seed and farmers start, contracts form (farmers with
+/// less free space than the renter's wanted allowance included), `granary
+/// flush` completes and the files read back cold. With the farmers gone, a
+/// read of uncached data fails with EIO instead of hanging.
+@Suite(.serialized) struct LateNetworkTests {
+    static let environment = ["GRANARY_POW_BITS": "4"]
+
+    /// A UDP port on 127.0.0.1 nothing listens on (bound, then released).
+    static func freeUDPPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { throw TestSupportError.missing("cannot open a UDP socket") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else { throw TestSupportError.missing("cannot bind a UDP socket on 127.0.0.1") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    @Test(.timeLimit(.minutes(6)))
+    func mountStartsBeforeTheNetworkAndUploadsOnceFarmersAppear() throws {
+        guard FileManager.default.fileExists(atPath: "/dev/fuse"), getuid() == 0 else {
+            throw TestSupportError.missing("the mount tests run as root with /dev/fuse")
+        }
+        let bin = try GranaryBinary.require()
+        let dir = TemporaryDirectory("granary-late")
+        let state = dir.path + "/renter", mnt = dir.sub("mnt")
+        let seedAddress = "127.0.0.1:\(try Self.freeUDPPort())"
+        var mount: ChildProcess?
+        var network: [ChildProcess] = []
+        defer {
+            mount?.kill()
+            for p in network { p.kill() }
+            Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
+        }
+        func startMount() throws -> ChildProcess {
+            let m = try ChildProcess.granary(["mount", mnt, "--state", state, "--bootstrap", seedAddress,
+                                              "--upload-idle", "1", "--read-timeout", "10"],
+                                             name: "granary-mount", environment: Self.environment)
+            // No network: the mount must still come up (it used to wait 60 s and fail).
+            _ = try m.waitForLine(timeout: 30) { $0.hasPrefix("granary mount ready at") }
+            return m
+        }
+        func status() -> String { Shell.run("'\(bin)' status --state '\(state)'", timeout: 30).output }
+
+        mount = try startMount()
+        let write = Shell.run("""
+            head -c 3000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a' \
+            && mkdir '\(mnt)/d' && echo hello > '\(mnt)/d/h' && sync '\(mnt)/a' '\(mnt)/d/h' \
+            && cmp '\(dir.path)/a.orig' '\(mnt)/a'
+            """, timeout: 60)
+        #expect(write.status == 0, "writes and fsync work without the network: \(write.output)")
+        let waiting = status()
+        #expect(waiting.contains("network.state: joining the network") || waiting.contains("network.state: waiting for contracts"),
+                "status says what uploads wait for: \(waiting)")
+        #expect(!waiting.contains("dirty (not yet uploaded): 0 B"), "nothing uploaded without farmers: \(waiting)")
+
+        // Now the network: the seed on the address the mount was given, and
+        // farmers with 2 GiB each, less than the renter's wanted allowance.
+        let seed = try ChildProcess.granary(["seed", "--listen", seedAddress, "--state", dir.sub("seed")], name: "seed",
+                                            environment: Self.environment)
+        network.append(seed)
+        _ = try seed.waitForLine(timeout: 30) { $0.contains("listening") }
+        for i in 0..<8 {
+            network.append(try ChildProcess.granary(["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "2G",
+                                                     "--listen", "127.0.0.1:0", "--bootstrap", seedAddress],
+                                                    name: "farmer\(i)", environment: Self.environment))
+        }
+        for f in network.dropFirst() { _ = try f.waitForLine(timeout: 60) { $0.contains("listening") } }
+
+        let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 200)
+        #expect(flush.status == 0 && flush.output.contains("durable"), "flush completes once contracts form: \(flush.output)")
+        let ready = status()
+        #expect(ready.contains("network.state: ready"), "\(ready)")
+        mount?.stop(grace: 60)
+        mount = nil
+
+        // Cold: without the clean cache, the data comes back from the farmers.
+        Shell.run("rm -rf '\(state)/cache/clean'/*")
+        mount = try startMount()
+        let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a' && grep -q hello '\(mnt)/d/h'", timeout: 120)
+        #expect(cold.status == 0, "files read back cold: \(cold.output)")
+        mount?.stop(grace: 60)
+        mount = nil
+
+        // Farmers gone, cache wiped: the mount still comes up, and a read of
+        // uncached data fails with EIO within the read timeout.
+        for f in network.dropFirst() { f.kill() }
+        Shell.run("rm -rf '\(state)/cache/clean'/*")
+        mount = try startMount()
+        let failed = Shell.run("cat '\(mnt)/a' > /dev/null", timeout: 60)
+        #expect(failed.status != 0 && failed.output.contains("Input/output error"), "uncached read fails with EIO: \(failed.output)")
+        #expect(Shell.run("ls '\(mnt)/d'", timeout: 30).output.contains("h"), "metadata is local: listing still works")
+        let logged = mount?.output.joined(separator: "\n") ?? ""
+        #expect(logged.contains("read of chunk"), "the mount logs why the read failed: \(logged.suffix(2000))")
+    }
+}
