@@ -234,19 +234,28 @@ public final class GranaryStore: @unchecked Sendable {
         }
     }
 
-    /// Persists every file changed by writes since the last call, in one
-    /// transaction (a copy of many small files changes thousands). metaLock
-    /// is held throughout, so no fsync writes rows in between; files whose
-    /// lock is busy (tried, never waited for: the lock order is file, then
-    /// metaLock) stay pending for the next call.
+    /// Persists every file changed by writes since the last call: most in
+    /// one transaction (a copy of many small files changes thousands), with
+    /// metaLock held throughout so no fsync writes rows in between. A file
+    /// whose lock is busy is tried, never waited for there (the lock order
+    /// is file, then metaLock), and persisted on its own afterwards.
     func persistAll() {
+        for f in persistBatch() {
+            f.lock.lock()
+            persistLocked(f)
+            f.lock.unlock()
+        }
+    }
+
+    /// The batch part of `persistAll`; returns the files it skipped.
+    private func persistBatch() -> [FileData] {
         metaLock.lock()
         defer { metaLock.unlock() }
         let pending = needsPersist.compactMap { files[$0] }
-        guard !pending.isEmpty else { return }
-        var locked: [FileData] = []
+        guard !pending.isEmpty else { return [] }
+        var locked: [FileData] = [], busy: [FileData] = []
         defer { for f in locked { f.lock.unlock() } }
-        for f in pending where f.lock.try() { locked.append(f) }
+        for f in pending { if f.lock.try() { locked.append(f) } else { busy.append(f) } }
         do {
             try db.write { db in
                 for f in locked {
@@ -256,12 +265,13 @@ public final class GranaryStore: @unchecked Sendable {
             }
         } catch {
             log.error("meta.db write failed for \(locked.count) files: \(error)")
-            return
+            return []
         }
         for f in locked {
             f.changed.removeAll()
             needsPersist.remove(f.ino)
         }
+        return busy
     }
 
     /// Makes committed metadata durable against power loss (fsync of the WAL).
