@@ -194,6 +194,22 @@ public final class GranaryFS: @unchecked Sendable {
         return Caller(uid: ctx.uid, gid: ctx.gid, umask: umask)
     }
 
+    /// True when an unprivileged caller is neither in the inode's group as
+    /// its primary group nor among its supplementary groups (which libfuse
+    /// reads from /proc).
+    static func outsideGroup(_ req: fuse_req_t?, of ino: UInt64) -> Bool {
+        let c = caller(req)
+        guard c.uid != 0, let a = try? fs(req).store.getattr(ino), a.gid != c.gid else { return false }
+        var groups = [gid_t](repeating: 0, count: 64)
+        var n = fuse_req_getgroups(req, Int32(groups.count), &groups)
+        if n > Int32(groups.count) {
+            groups = [gid_t](repeating: 0, count: Int(n))
+            n = fuse_req_getgroups(req, Int32(groups.count), &groups)
+        }
+        guard n >= 0 else { return false }  // unknown: leave the bit alone
+        return !groups.prefix(Int(n)).contains(a.gid)
+    }
+
     func replyEntry(_ req: fuse_req_t?, _ body: () throws(FSError) -> InodeAttributes) {
         do {
             var e = entry(try body())

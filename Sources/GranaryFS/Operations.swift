@@ -241,7 +241,10 @@ extension GranaryFS {
             let n = GranaryFS.name(name)
             guard GranaryFS.xattrAllowed(n) else { fuse_reply_err(req, EOPNOTSUPP); return }
             let v = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-            fs.replyError(req) { () throws(FSError) in try fs.store.setxattr(UInt64(ino), name: n, value: v, flags: flags) }
+            let dropSetgid = n == Array("system.posix_acl_access".utf8) && GranaryFS.outsideGroup(req, of: UInt64(ino))
+            fs.replyError(req) { () throws(FSError) in
+                try fs.store.setxattr(UInt64(ino), name: n, value: v, flags: flags, dropSetgid: dropSetgid)
+            }
         }
 
         ops.getxattr = { req, ino, name, size in

@@ -490,7 +490,10 @@ extension GranaryStore {
     public static let xattrCreate: Int32 = 1
     public static let xattrReplace: Int32 = 2
 
-    public func setxattr(_ ino: UInt64, name: FileName, value: [UInt8], flags: Int32) throws(FSError) {
+    /// Sets an extended attribute. An access ACL also sets the mode's
+    /// permission bits; `dropSetgid` (the caller is outside the file's group
+    /// and unprivileged) clears set-group-ID as well, as Linux does.
+    public func setxattr(_ ino: UInt64, name: FileName, value: [UInt8], flags: Int32, dropSetgid: Bool = false) throws(FSError) {
         if name.count > 255 || name.isEmpty { throw .range }
         if value.count > 65536 { throw FSError(E2BIG) }
         metaLock.lock(); defer { metaLock.unlock() }
@@ -507,6 +510,7 @@ extension GranaryStore {
             } else {
                 // The mode follows the ACL; an ACL the mode says in full is not kept.
                 attr.mode = (attr.mode & ~UInt32(0o777)) | acl.modeBits
+                if dropSetgid { attr.mode &= ~UInt32(S_ISGID) }
                 if acl.isEquivalentToMode { stored = nil }
             }
         }

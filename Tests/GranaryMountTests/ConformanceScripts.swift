@@ -47,6 +47,11 @@ check(entries.get(MASK) == 0 and entries.get(USER_OBJ) == 6, f"chmod rewrites th
 check(as_user(reads(p("f"))) == 100 + errno.EACCES, "chmod 0600 masks the named user out")
 os.chmod(p("f"), 0o640)
 check(as_user(reads(p("f"))) == 0, "chmod 0640 lets the named user back in")
+# Setting an ACL outside the file's group drops set-group-ID, inside keeps it.
+open(p("sg"), "w").close(); os.chown(p("sg"), 65534, 65533); os.chmod(p("sg"), 0o2770)
+sg_acl = acl((USER_OBJ, 7, ANY), (USER, 5, 65532), (GROUP_OBJ, 7, ANY), (MASK, 7, ANY), (OTHER, 0, ANY))
+check(as_user_in(lambda: os.setxattr(p("sg"), ACCESS, sg_acl), 65534, 65534, [65533]) == 0 and mode(p("sg")) == 0o2770, "ACL by a group member keeps setgid")
+check(as_user(lambda: os.setxattr(p("sg"), ACCESS, sg_acl)) == 0 and mode(p("sg")) == 0o770, f"ACL by a non-member drops setgid: {oct(mode(p('sg')))}")
 # An ACL the mode says in full is not kept; the mode takes its bits.
 open(p("g"), "w").close()
 os.setxattr(p("g"), ACCESS, acl((USER_OBJ, 7, ANY), (GROUP_OBJ, 5, ANY), (OTHER, 4, ANY)))
