@@ -28,7 +28,7 @@ import Testing
         let seedLine = try seed.waitForLine(timeout: 30) { $0.contains("listening") && $0.contains("udp=") }
         let seedAddress = String(seedLine.split(separator: " ").first { $0.hasPrefix("udp=") }!.dropFirst(4))
         for i in 0..<4 {
-            let f = try ChildProcess.granary(["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "4G", "--listen", "127.0.0.1:0",
+            let f = try ChildProcess.granary(["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "16G", "--listen", "127.0.0.1:0",
                                               "--bootstrap", seedAddress], name: "farmer\(i)", environment: Self.env)
             processes.append(f)
         }
@@ -55,7 +55,7 @@ import Testing
         let refused = try mount(mntB, stateB)
         #expect(try refused.waitForExit(timeout: 90) != 0, "a second mount of the key is refused")
         let text = refused.output.joined(separator: "\n")
-        #expect(text.contains("this key is mounted elsewhere (host") && text.contains(stateA) && text.contains("--take-over"), "\(text)")
+        #expect(text.contains("this key is mounted elsewhere (host") && text.contains((stateA as NSString).standardizingPath) && text.contains("--take-over"), "\(text)")
 
         let b = try mount(mntB, stateB, ["--take-over"])
         _ = try b.waitForLine(timeout: 90) { $0.hasPrefix("granary mount ready at") }

@@ -67,17 +67,21 @@ struct MountCommand: AsyncParsableCommand {
             let identity = keys.nodeIdentity(difficulty: NodeIdentity.configuredDifficulty)
             print("granary mount: joining the network through \(bootstrap.joined(separator: ", ")) and forming contracts (scheme \(redundancy))")
             fflush(nil)
-            let engine = try await RenterEngine.start(stateDirectory: stateDirectory + "/network", identity: identity,
-                                                      bootstrap: bootstrap, scheme: redundancy)
-            let lease: MountLease
+            // The lease is taken as soon as the DHT is joined: a refused
+            // second mount forms no contracts and opens no database.
+            let leaseBox = LeaseBox()
+            let engine: RenterEngine
             do {
-                guard let node = engine.dhtNode else { throw MountFailure("the renter engine has no DHT node to hold the mount lease") }
-                lease = try await MountLease.acquire(node: node, keys: keys, stateDirectory: absoluteState, takeOver: takeOver,
-                                                     renewInterval: renew)
+                engine = try await RenterEngine.start(stateDirectory: stateDirectory + "/network", identity: identity,
+                                                      bootstrap: bootstrap, scheme: redundancy) { node in
+                    leaseBox.lease = try await MountLease.acquire(node: node, keys: keys, stateDirectory: absoluteState,
+                                                                  takeOver: takeOver, renewInterval: renew)
+                }
             } catch {
-                await engine.stop()
+                await leaseBox.lease?.release()
                 throw error
             }
+            guard let lease = leaseBox.lease else { throw MountFailure("the mount lease was not taken") }
             return MountBackend(segments: engine.segments,
                                 extraStatus: { engine.status().summary.merging(["lease": lease.summary]) { a, _ in a } },
                                 stop: { await lease.release(); await engine.stop() })
@@ -231,5 +235,16 @@ struct KeyAccess {
         print("  back it up: granary key export --state \(state)   (it alone decrypts and restores your files)")
         fflush(nil)
         return keys
+    }
+}
+
+/// Carries the lease out of the engine's `joined` callback. Written once,
+/// before `RenterEngine.start` returns, read after.
+final class LeaseBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: MountLease?
+    var lease: MountLease? {
+        get { lock.withLock { value } }
+        set { lock.withLock { value = newValue } }
     }
 }
