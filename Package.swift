@@ -25,7 +25,7 @@ let package = Package(
 
         // Identities, AEAD, hashing, key derivation, erasure code, Merkle trees.
         .target(name: "GranaryCore", dependencies: [
-            "CSodium", "CISAL",
+            "CSodium", "CISAL", "CGranaryShim",
         ]),
         // SQLite files with versioned schemas: older files migrate, newer ones are refused.
         .target(name: "GranaryDatabase", dependencies: [
