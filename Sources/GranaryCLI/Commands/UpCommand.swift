@@ -76,10 +76,10 @@ struct UpCommand: AsyncParsableCommand {
         }
         let file = try KeyFile.read(keyPath)
         guard file.isProtected else { return ([], [:]) }
-        if let passphraseFile { return (["--passphrase-file", passphraseFile], [:]) }
-        if source.isGivenNonInteractively { return ([], [:]) }  // GRANARY_PASSPHRASE, inherited
         guard let secret = try source.forUnlocking(keyPath) else { throw KeyFileError.passphraseRequired(path: keyPath) }
         _ = try file.unlock { secret }  // a wrong passphrase fails here, before the network starts
+        if let passphraseFile { return (["--passphrase-file", passphraseFile], [:]) }
+        if source.isGivenNonInteractively { return ([], [:]) }  // GRANARY_PASSPHRASE, inherited
         return ([], [PassphraseSource.environmentName: String(decoding: secret, as: UTF8.self)])
     }
 }
