@@ -59,25 +59,36 @@ public final class MarketContractSource: ContractSource {
 }
 
 extension RenterEngine {
+    /// The engine's DHT node when its contracts come from the market.
+    public var dhtNode: DHTNode? { (source as? MarketContractSource)?.node }
+
     /// `start(stateDirectory:identity:bootstrap:configuration:)` with the
     /// default configuration and the given redundancy scheme.
     public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],
-                             scheme: RedundancyScheme, contractTimeout: Double? = 60) async throws -> RenterEngine {
+                             scheme: RedundancyScheme, contractTimeout: Double? = 60,
+                             joined: @escaping @Sendable (DHTNode) async throws -> Void = { _ in }) async throws -> RenterEngine {
         try await start(stateDirectory: stateDirectory, identity: identity, bootstrap: bootstrap,
-                        configuration: RenterConfiguration(scheme: scheme), contractTimeout: contractTimeout)
+                        configuration: RenterConfiguration(scheme: scheme), contractTimeout: contractTimeout, joined: joined)
     }
 
     /// Starts a renter on a real network: its DHT node (joined through
     /// `bootstrap`, HOST:PORT of any node such as a seed), the transfer
     /// link, network.db under `stateDirectory`, and a contract pool filled
-    /// through the market before returning (within `contractTimeout`).
-    /// With a nil `contractTimeout` it returns at once, and joining and
-    /// forming contracts go on in the background with retries (a mount
-    /// works from its cache while the network is unreachable).
+    /// through the market before returning. `joined` runs once the DHT node
+    /// has joined, before network.db is opened or any contract is sought
+    /// (the mount takes its lease there); when it throws, nothing else starts.
+    ///
+    /// With a nil `contractTimeout` it returns without waiting for
+    /// contracts, which form in the background. When no bootstrap node
+    /// answers at start, joining (and `joined`) is retried in the background
+    /// too, and segment storage refuses uploads and deletes until it
+    /// succeeded: a mount then works from its cache while the network is
+    /// unreachable.
     public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],
                              configuration: RenterConfiguration = RenterConfiguration(),
                              clock: RenterClock = SystemClock(), random: RandomSource = SystemRandomSource(),
-                             contractTimeout: Double? = 60) async throws -> RenterEngine {
+                             contractTimeout: Double? = 60,
+                             joined: @escaping @Sendable (DHTNode) async throws -> Void = { _ in }) async throws -> RenterEngine {
         let seeds = try bootstrap.map { text -> DHTAddress in
             guard let a = DHTAddress(text) else { throw SegmentStoreError.unavailable("bootstrap address \(text) is not HOST:PORT") }
             return a
@@ -95,10 +106,8 @@ extension RenterEngine {
             return a
         }
         let node: DHTNode
-        let join: (@Sendable () async throws -> Void)?
+        var join: (@Sendable () async throws -> Void)?
         if contractTimeout == nil {
-            // Join in the background: the node serves (alone) at once and
-            // the engine's connector retries the bootstrap nodes.
             let transport = try await UDPTransport.bind(host: listen.host, port: listen.port)
             do {
                 node = try DHTNode(identity: identity, transport: transport, advertise: advertise,
@@ -108,11 +117,27 @@ extension RenterEngine {
                 throw error
             }
             await node.start()
-            join = { try await node.bootstrap(seeds) }
+            // One try now; when nothing answers, the engine's connector
+            // retries in the background (the mount comes up meanwhile).
+            var reachable = true
+            do { try await node.bootstrap(seeds) } catch {
+                reachable = false
+                Logger(label: "granary.renter").notice("the network is not reachable yet (\(error)); joining in the background")
+                join = { try await node.bootstrap(seeds); try await joined(node) }
+            }
+            if reachable {
+                do { try await joined(node) } catch {
+                    await node.stop()
+                    throw error
+                }
+            }
         } else {
             node = try await DHTNode.start(identity: identity, listen: listen, advertise: advertise,
                                            bootstrap: seeds, statePath: stateDirectory + "/dht", configuration: dht)
-            join = nil
+            do { try await joined(node) } catch {
+                await node.stop()
+                throw error
+            }
         }
         let link = TransferFarmerLink(identity: identity, difficulty: configuration.difficulty)
         let bookBox = ReputationLookup()

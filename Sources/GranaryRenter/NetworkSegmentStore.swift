@@ -13,6 +13,7 @@ public final class NetworkSegmentStore: SegmentStore {
     let config: RenterConfiguration
     let random: RandomSource
     public let progress = UploadProgress()
+    let joinGate = JoinGate()
     /// Seconds spent per stage (erasure coding, hashing, transfers, decoding).
     public let timings = StageTimings()
     private let log = Logger(label: "granary.renter")
@@ -55,6 +56,7 @@ public final class NetworkSegmentStore: SegmentStore {
 
     public func put(_ id: SegmentID, bytes: [UInt8]) async throws {
         guard bytes.count <= Self.maxSegmentSize else { throw SegmentStoreError.tooLarge(size: bytes.count, limit: Self.maxSegmentSize) }
+        try joinGate.check()
         let scheme = config.scheme
         if let existing = try db.segment(id), existing.state == .durable, existing.length == bytes.count { return }
         try db.beginUpload(id, length: bytes.count, scheme: scheme)
@@ -329,6 +331,7 @@ public final class NetworkSegmentStore: SegmentStore {
     // MARK: delete and list
 
     public func delete(_ id: SegmentID) async throws {
+        try joinGate.check()
         guard try db.segment(id) != nil else { return }
         try db.beginDelete(id)
         await releasePendingPieces(segment: id)

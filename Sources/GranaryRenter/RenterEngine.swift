@@ -93,7 +93,12 @@ public final class RenterEngine: Sendable {
             try await contracts.fill(minimum: configuration.scheme.s, timeout: contractTimeout)
         } else {
             let pool = contracts, store = self.store
-            connector.start(join: join, release: { await store.releasePendingPieces() },
+            var gatedJoin: (@Sendable () async throws -> Void)?
+            if let join {
+                store.joinGate.close()
+                gatedJoin = { try await join(); store.joinGate.open() }
+            }
+            connector.start(join: gatedJoin, release: { await store.releasePendingPieces() },
                             minimum: configuration.scheme.s, full: min(configuration.scheme.n, configuration.targetContracts),
                             fillRound: { await pool.maintain() })
         }

@@ -46,7 +46,7 @@ import Testing
         }
         func startMount() throws -> ChildProcess {
             let m = try ChildProcess.granary(["mount", mnt, "--state", state, "--bootstrap", seedAddress,
-                                              "--upload-idle", "1", "--read-timeout", "10"],
+                                              "--upload-idle", "1", "--read-timeout", "10", "--plain-key"],
                                              name: "granary-mount", environment: Self.environment)
             // No network: the mount must still come up (it used to wait 60 s and fail).
             _ = try m.waitForLine(timeout: 30) { $0.hasPrefix("granary mount ready at") }
