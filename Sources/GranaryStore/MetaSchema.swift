@@ -3,7 +3,7 @@ import GRDB
 /// meta.db's schema. Migrations only ever append; `schemaVersion` is the
 /// number of migrations applied, readable by tools.
 enum MetaSchema {
-    static let schemaVersion = 1
+    static let schemaVersion = 2
 
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -42,6 +42,11 @@ enum MetaSchema {
                     id BLOB PRIMARY KEY, size INTEGER NOT NULL, created INTEGER NOT NULL) WITHOUT ROWID;
                 CREATE TABLE counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
                 """)
+        }
+        // live: sealed bytes of the segment's chunks some file still refers
+        // to, as of the compactor's last accounting (-1: not counted yet).
+        m.registerMigration("v2: segment live bytes") { db in
+            try db.execute(sql: "ALTER TABLE segment ADD COLUMN live INTEGER NOT NULL DEFAULT -1")
         }
         return m
     }

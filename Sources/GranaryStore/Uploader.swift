@@ -53,6 +53,17 @@ public struct StoreStatus: Codable, Sendable {
     public var cacheBudget: UInt64
     public var files: Int
     public var lastError: String?
+    /// Segments meta.db knows, their sealed bytes, and how many of those
+    /// bytes files still refer to; the rest is what compaction reclaims.
+    public var segments: Int
+    public var segmentBytes: UInt64
+    public var liveBytes: UInt64
+    public var reclaimableBytes: UInt64
+    /// Totals over the life of this state folder.
+    public var compactedBytes: UInt64
+    public var segmentsDeleted: Int
+    public var compacting: Bool
+    public var lastCompaction: CompactionReport?
 }
 
 extension GranaryStore {
@@ -74,7 +85,9 @@ extension GranaryStore {
             u.cond.unlock()
 
             persistAll()
+            referenceLock.lock()
             let ok = uploadPass(force: force)
+            referenceLock.unlock()
             if stopping {
                 u.cond.lock(); u.stopped = true; u.cond.broadcast(); u.cond.unlock()
                 return
@@ -197,6 +210,8 @@ extension GranaryStore {
         if !segment.isEmpty {
             let bytes = Array(UnsafeRawBufferPointer(rebasing: segment.memory[0..<segment.count]))
             let store = segments
+            inFlight.insert(segID)
+            defer { inFlight.remove(segID) }
             do {
                 try Blocking.run(timeout: 600) { try await store.put(segID, bytes: bytes) }
             } catch {
@@ -206,8 +221,8 @@ extension GranaryStore {
             }
             do {
                 try db.write { db in
-                    try db.execute(sql: "INSERT OR IGNORE INTO segment (id, size, created) VALUES (?, ?, ?)",
-                                   arguments: [Data(segID.bytes), bytes.count, wallClockNanos()])
+                    try db.execute(sql: "INSERT OR IGNORE INTO segment (id, size, created, live) VALUES (?, ?, ?, ?)",
+                                   arguments: [Data(segID.bytes), bytes.count, wallClockNanos(), bytes.count])
                     for (id, loc) in newBlobs {
                         try db.execute(sql: "INSERT OR IGNORE INTO blob (chunk_id, segment, offset, sealed_length, plain_length) VALUES (?, ?, ?, ?, ?)",
                                        arguments: [Data(id.bytes), Data(loc.segment.bytes), loc.offset, loc.sealedLength, loc.plainLength])
@@ -267,7 +282,13 @@ extension GranaryStore {
         func free() { memory.deallocate() }
     }
 
-    // MARK: status, flush, shutdown
+    // MARK: status, flush, compact, shutdown
+
+    /// Runs a compaction and garbage collection pass now and waits for it;
+    /// nil when the store stops or `deadline` passes first.
+    public func compact(deadline: Date = .distantFuture) -> CompactionReport? {
+        compactor.compactNow(deadline: deadline)
+    }
 
     public func status() -> StoreStatus {
         metaLock.lock()
@@ -290,6 +311,10 @@ extension GranaryStore {
             f.lock.unlock()
         }
         let rate = uploader.rate
+        let usage = compactor.usage()
+        let totals = compactor.totals()
+        let compacting = compactor.isRunning
+        let lastCompaction = compactor.report
         uploader.cond.lock()
         defer { uploader.cond.unlock() }
         return StoreStatus(
@@ -297,7 +322,9 @@ extension GranaryStore {
             uploadedSegments: uploader.uploadedSegments, uploadRateBytesPerSecond: rate,
             etaSeconds: dirtyBytes == 0 ? 0 : (rate > 0 ? Double(dirtyBytes) / rate : nil),
             cacheBytes: cleanCache.totalBytes, cacheBudget: cleanCache.budget, files: fileList.count,
-            lastError: uploader.lastError)
+            lastError: uploader.lastError, segments: usage.segments, segmentBytes: usage.storedBytes,
+            liveBytes: usage.liveBytes, reclaimableBytes: usage.reclaimableBytes, compactedBytes: totals.compactedBytes,
+            segmentsDeleted: totals.segmentsDeleted, compacting: compacting, lastCompaction: lastCompaction)
     }
 
     /// Uploads everything dirty now; returns when nothing is dirty or the
@@ -329,6 +356,8 @@ extension GranaryStore {
     /// makes all metadata durable. What is left dirty stays in the cache
     /// and is uploaded on the next start.
     public func shutdown(deadline: Date) {
+        // An interrupted compaction is safe (at worst it leaves orphans).
+        compactor.stop(deadline: min(deadline, Date().addingTimeInterval(5)))
         _ = flush(deadline: deadline)
         let u = uploader
         u.cond.lock()
