@@ -179,6 +179,9 @@ final class SegmentCompactor: @unchecked Sendable {
         }
     }
 
+    /// Drops the cached usage (a segment was recorded or a file released).
+    func invalidateUsage() { cond.lock(); usageCache = nil; cond.unlock() }
+
     /// Segments, stored and live bytes (from meta.db's rows; cached briefly).
     func usage() -> SegmentUsage {
         let now = monotonicNanos()
@@ -418,6 +421,9 @@ final class SegmentCompactor: @unchecked Sendable {
         for m in moved where store.blobs[m.id]?.segment == m.from.segment { store.blobs[m.id] = m.to }
         for id in deadChunks { store.blobs[id] = nil }
         store.blobLock.unlock()
+        // No file refers to these: their cached copies only take cache space.
+        for id in deadChunks { store.cleanCache.remove(id) }
+        invalidateUsage()
         // Durable before any old segment is deleted (power loss included).
         store.syncDatabase()
     }

@@ -236,6 +236,7 @@ extension GranaryStore {
             blobLock.lock()
             for (id, loc) in newBlobs where blobs[id] == nil { blobs[id] = loc }
             blobLock.unlock()
+            compactor?.invalidateUsage()
             uploader.cond.lock(); uploader.uploadedSegments += 1; uploader.cond.unlock()
         }
         var uploaded: UInt64 = 0

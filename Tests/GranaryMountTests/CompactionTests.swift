@@ -66,9 +66,9 @@ struct CompactionTests {
         expectOK(Shell.run("cmp '\(m.dir.path)/a.ref' '\(m.path("a"))' && test ! -e '\(m.path("b"))'"), "a reads back cold")
     }
 
-    /// A pass killed at some moment (here: during its rate-limited copy)
-    /// loses nothing; the next pass finishes the job and collects what the
-    /// killed one left.
+    /// A pass killed at some moment (while it reads, while it waits for its
+    /// byte budget, about when it stores and commits) loses nothing; the
+    /// next pass finishes the job and collects what the killed one left.
     @Test(.timeLimit(.minutes(3)))
     func killDuringCompactionLosesNothing() throws {
         let bin = try GranaryBinary.require()
@@ -80,16 +80,18 @@ struct CompactionTests {
             '\(bin)' flush --state '\(m.state)'
             rm '\(m.mountpoint)'/f2 '\(m.mountpoint)'/f3 '\(m.mountpoint)'/f4 '\(m.mountpoint)'/f5 '\(m.mountpoint)'/f6 '\(m.mountpoint)'/f7
             """), "write, flush, delete three quarters")
-        // Copying 8 MiB at 4 MiB/s (read and write) takes about 4 s; kill during it.
-        let pass = Thread { Shell.run("'\(bin)' compact --state '\(m.state)'", timeout: 60) }
-        pass.start()
-        Thread.sleep(forTimeInterval: 1.5)
-        m.crash()
-        m.forceUnmount()
-
-        Shell.run("rm -rf '\(m.state)/cache/clean'/*")
-        try m.start()
-        expectOK(Shell.run("cd '\(m.dir.path)' && cmp f0.ref '\(m.path("f0"))' && cmp f1.ref '\(m.path("f1"))'"), "live files after the kill")
+        // Copying 8 MiB at 4 MiB/s takes about 2 s of reads, 2 s of budget
+        // for the write, then the put and the commit; kill at several points.
+        for delay in [1.0, 3.5, 4.2] {
+            let pass = Thread { Shell.run("'\(bin)' compact --state '\(m.state)'", timeout: 60) }
+            pass.start()
+            Thread.sleep(forTimeInterval: delay)
+            m.crash()
+            m.forceUnmount()
+            Shell.run("rm -rf '\(m.state)/cache/clean'/*")
+            try m.start()
+            expectOK(Shell.run("cd '\(m.dir.path)' && cmp f0.ref '\(m.path("f0"))' && cmp f1.ref '\(m.path("f1"))'"), "live files after a kill at \(delay) s")
+        }
         let after = CompactOutput(Shell.run("'\(bin)' compact --state '\(m.state)' --json", timeout: 60))
         #expect(after.ok, "\(after.raw)")
         // Every segment file is one meta.db knows: orphans of the kill are gone.
