@@ -62,9 +62,10 @@ import Testing
         #expect(stored0 >= files << 22, "\(facts)")
         // Every remaining segment is at least half live, and a quarter of the data is live.
         #expect(live1 >= kept << 22 && stored1 <= 2 * live1 && stored1 < stored0 * 11 / 20, "\(facts)")
-        // Farmers' disks and the contracts' counts fall with the stored bytes.
+        // Farmers' disks and the contracts' counts fall with the stored bytes (the piece count
+        // need not: a rewritten segment has as many pieces as the one it replaces).
         #expect(used0 > 0 && used1 > 0 && used1 < used0 * 11 / 20, "\(facts)")
-        #expect(piecesBefore.bytes > 0 && piecesAfter.bytes < piecesBefore.bytes * 11 / 20 && piecesAfter.count < piecesBefore.count, "\(facts)")
+        #expect(piecesBefore.bytes > 0 && piecesAfter.bytes < piecesBefore.bytes * 11 / 20 && piecesAfter.count <= piecesBefore.count, "\(facts)")
         #expect((after.status?["reclaimableBytes"] ?? -1) == stored1 - live1, "\(facts)")
         #expect(Shell.run(cmpKept, timeout: 60).status == 0, "kept files read back after compaction")
         try stop(up)
