@@ -101,6 +101,19 @@ struct CompactionTests {
         expectOK(Shell.run("cd '\(m.dir.path)' && cmp f0.ref '\(m.path("f0"))' && cmp f1.ref '\(m.path("f1"))'"), "live files cold after compaction")
     }
 
+    @Test(.timeLimit(.minutes(1)))
+    func badCompactionOptionsAndNoMountFailClearly() throws {
+        let bin = try GranaryBinary.require()
+        let dir = TemporaryDirectory("granary-gc-bad")
+        let base = "'\(bin)' mount '\(dir.path)/mnt' --state '\(dir.path)/state' --local-segments '\(dir.path)/seg'"
+        let threshold = Shell.run(base + " --compact-threshold 1.5", timeout: 30)
+        #expect(threshold.status != 0 && threshold.output.contains("--compact-threshold"), "\(threshold.output)")
+        let rate = Shell.run(base + " --compact-rate fast", timeout: 30)
+        #expect(rate.status != 0 && rate.output.contains("--compact-rate"), "\(rate.output)")
+        let none = Shell.run("'\(bin)' compact --state '\(dir.path)/nothing'", timeout: 30)
+        #expect(none.status != 0 && none.output.contains("no mount is running"), "\(none.output)")
+    }
+
     @Test(.timeLimit(.minutes(4)))
     func resticForgetPruneFreesSegmentSpace() throws {
         let bin = try GranaryBinary.require()
