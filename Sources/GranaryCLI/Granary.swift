@@ -14,7 +14,7 @@ struct Granary: AsyncParsableCommand {
         version: version,
         subcommands: [
             UpCommand.self, MountCommand.self, FarmCommand.self, SeedCommand.self,
-            StatusCommand.self, FlushCommand.self, KeyCommand.self, RestoreCommand.self,
+            StatusCommand.self, FlushCommand.self, CompactCommand.self, KeyCommand.self, RestoreCommand.self,
             BenchCommand.self,
         ])
 

@@ -71,6 +71,12 @@ final class CleanCache: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// Forgets a chunk and deletes its file (no file refers to it any more).
+    func remove(_ id: Hash256) {
+        forget(id)
+        unlink(path(id))
+    }
+
     /// Drops every clean chunk (to free disk space under pressure).
     func evictAll() {
         lock.lock()

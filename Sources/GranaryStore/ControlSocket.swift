@@ -2,7 +2,7 @@ import Foundation
 import Logging
 
 /// One line of the control protocol, either way. Requests carry `command`
-/// ("status" or "flush"); answers carry `status`, then `done` or `error`.
+/// ("status", "flush" or "compact"); answers carry `status`, then `done` or `error`.
 public struct ControlMessage: Codable, Sendable {
     public var command: String?
     public var status: StoreStatus?
@@ -10,8 +10,12 @@ public struct ControlMessage: Codable, Sendable {
     public var error: String?
     /// Facts the mount's owner adds (e.g. the network's view), shown as is.
     public var extra: [String: String]?
-    public init(command: String? = nil, status: StoreStatus? = nil, done: Bool? = nil, error: String? = nil, extra: [String: String]? = nil) {
+    /// The pass a "compact" request ran.
+    public var compaction: CompactionReport?
+    public init(command: String? = nil, status: StoreStatus? = nil, done: Bool? = nil, error: String? = nil, extra: [String: String]? = nil,
+                compaction: CompactionReport? = nil) {
         self.command = command; self.status = status; self.done = done; self.error = error; self.extra = extra
+        self.compaction = compaction
     }
 }
 
@@ -130,13 +134,18 @@ public final class ControlServer: @unchecked Sendable {
                 if alive { alive = writeLine(c, ControlMessage(status: st)) }
             }
             _ = writeLine(c, ControlMessage(status: store.status(), done: ok, error: ok ? nil : "flush did not finish"))
+        case "compact":
+            let report = store.compact()
+            let failed = report == nil ? "the mount is stopping; compaction did not run" :
+                (report!.errors.isEmpty ? nil : report!.errors.joined(separator: "; "))
+            _ = writeLine(c, ControlMessage(status: store.status(), done: failed == nil, error: failed, extra: extra(), compaction: report))
         default:
-            _ = writeLine(c, ControlMessage(error: "unknown command \(req.command ?? "(none)"): use status or flush"))
+            _ = writeLine(c, ControlMessage(error: "unknown command \(req.command ?? "(none)"): use status, flush or compact"))
         }
     }
 }
 
-/// The client side, for `granary status` and `granary flush`.
+/// The client side, for `granary status`, `flush` and `compact`.
 public enum ControlClient {
     /// Sends `command` and calls `onMessage` for every line answered.
     public static func request(stateDirectory: String, command: String, onMessage: (ControlMessage) -> Void) throws {

@@ -83,22 +83,30 @@ extension GranaryStore {
     }
 
     private func fetchUncached(_ id: Hash256) throws(FSError) {
-        blobLock.lock()
-        let loc = blobs[id]
-        blobLock.unlock()
-        guard let loc else {
+        func location() -> BlobLocation? {
+            blobLock.lock(); defer { blobLock.unlock() }
+            return blobs[id]
+        }
+        guard var loc = location() else {
             log.error("chunk \(id.short) has no recorded segment: metadata is inconsistent")
             throw .io
         }
         let store = segments
-        let sealed: [UInt8]
-        do {
-            sealed = try Blocking.run(timeout: config.readTimeout) {
-                try await store.read(loc.segment, offset: loc.offset, length: loc.sealedLength)
+        var sealed: [UInt8] = []
+        while true {
+            let from = loc
+            do {
+                sealed = try Blocking.run(timeout: config.readTimeout) {
+                    try await store.read(from.segment, offset: from.offset, length: from.sealedLength)
+                }
+                break
+            } catch {
+                // The compactor may have moved the chunk (and deleted the old
+                // segment) while this read was on its way: follow it.
+                if let moved = location(), moved.segment != from.segment { loc = moved; continue }
+                log.error("read of chunk \(id.short) from segment \(from.segment.short) failed: \(error)")
+                throw .io
             }
-        } catch {
-            log.error("read of chunk \(id.short) from segment \(loc.segment.short) failed: \(error)")
-            throw .io
         }
         let plain: [UInt8]
         do { plain = try sealer.open(sealed, chunkID: id) } catch {

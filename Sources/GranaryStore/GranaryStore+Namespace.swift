@@ -294,6 +294,7 @@ extension GranaryStore {
         do { try db.write { try $0.execute(sql: "DELETE FROM chunk WHERE ino = ?", arguments: [Int64(bitPattern: ino)]) } } catch {
             log.error("meta.db: cannot delete chunks of inode \(ino): \(error)")
         }
+        compactor?.invalidateUsage()
     }
 
     /// Drops one link to `rec` (metaLock held); returns an inode to release.

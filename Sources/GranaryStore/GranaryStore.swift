@@ -16,6 +16,8 @@ public struct StoreConfiguration: Sendable {
     public var readTimeout: Double = 30
     /// Writes get ENOSPC when the cache disk has less free space than this.
     public var minimumFreeDisk: UInt64 = 128 << 20
+    /// When and how fast segments are compacted and garbage collected.
+    public var compaction = CompactionConfiguration()
 
     public init(stateDirectory: String, cacheBudget: UInt64 = 4 << 30) {
         self.stateDirectory = stateDirectory
@@ -48,7 +50,7 @@ public struct Caller: Sendable {
 /// every inode/entry/xattr row written to meta.db (written while held, so
 /// the database never lags the memory it mirrors out of order); each
 /// file's `FileData.lock` guards its chunk map and chunk rows. Order:
-/// FileData.lock, then metaLock, then blobLock.
+/// referenceLock, then FileData.lock, then metaLock, then blobLock.
 public final class GranaryStore: @unchecked Sendable {
     public static let rootIno: UInt64 = 1
 
@@ -71,11 +73,20 @@ public final class GranaryStore: @unchecked Sendable {
     let blobLock = NSLock()
     var blobs: [Hash256: BlobLocation] = [:]
 
+    /// Held by an upload pass from start to end and by the compactor while
+    /// it counts references or moves chunks. An upload pass is the only code
+    /// that makes a new reference to an existing chunk (dedupe), so while
+    /// the compactor holds this lock a chunk no file refers to stays dead.
+    let referenceLock = NSLock()
+    /// Segments being stored and not yet recorded in meta.db: never orphans.
+    let inFlight = InFlightSegments()
+
     private var walFD: Int32 = -1
     private var dirtyDirFD: Int32 = -1
 
     let uploader = UploaderState()
     let fetches = ChunkFetches()
+    private(set) var compactor: SegmentCompactor!
 
     public init(configuration: StoreConfiguration, segments: any SegmentStore, keys: RenterKeys) throws {
         config = configuration
@@ -107,6 +118,8 @@ public final class GranaryStore: @unchecked Sendable {
         walFD = Glibc.open(state + "/meta.db-wal", O_RDONLY | O_CLOEXEC)
         dirtyDirFD = Glibc.open(dirtyDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         startUploader()
+        compactor = SegmentCompactor(store: self, configuration: configuration.compaction)
+        compactor.start()
     }
 
     deinit {

@@ -44,6 +44,11 @@ enum MetaSchema {
                 CREATE TABLE counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
                 """)
         }
+        // live: sealed bytes of the segment's chunks some file still refers
+        // to, as of the compactor's last accounting (-1: not counted yet).
+        m.registerMigration("v2: segment live bytes") { db in
+            try db.execute(sql: "ALTER TABLE segment ADD COLUMN live INTEGER NOT NULL DEFAULT -1")
+        }
         return m
     }
 }

@@ -53,6 +53,17 @@ public struct StoreStatus: Codable, Sendable {
     public var cacheBudget: UInt64
     public var files: Int
     public var lastError: String?
+    /// Segments meta.db knows, their sealed bytes, and how many of those
+    /// bytes files still refer to; the rest is what compaction reclaims.
+    public var segments: Int
+    public var segmentBytes: UInt64
+    public var liveBytes: UInt64
+    public var reclaimableBytes: UInt64
+    /// Totals over the life of this state folder.
+    public var compactedBytes: UInt64
+    public var segmentsDeleted: Int
+    public var compacting: Bool
+    public var lastCompaction: CompactionReport?
 }
 
 extension GranaryStore {
@@ -83,7 +94,9 @@ extension GranaryStore {
             u.cond.unlock()
 
             persistAll()
+            referenceLock.lock()
             let ok = uploadPass(force: force)
+            referenceLock.unlock()
             lastPass = Date()
             if stopping {
                 u.cond.lock(); u.stopped = true; u.cond.broadcast(); u.cond.unlock()
@@ -138,8 +151,8 @@ extension GranaryStore {
         // The previous segment uploads while the next one is sealed; it is
         // finished (recorded, its chunks marked clean) before the next one,
         // so commits stay in order. Its chunk IDs count as known.
-        var inFlight: SegmentCommit?
-        defer { if let f = inFlight { _ = finishCommit(f) } }
+        var uploading: SegmentCommit?
+        defer { if let f = uploading { _ = finishCommit(f) } }
 
         for f in fileList {
             f.lock.lock()
@@ -180,16 +193,16 @@ extension GranaryStore {
                 let plain = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
                 let id = sealer.chunkID(of: plain)
                 blobLock.lock()
-                let known = blobs[id] != nil || inFlight?.chunkIDs.contains(id) == true
+                let known = blobs[id] != nil || uploading?.chunkIDs.contains(id) == true
                 blobLock.unlock()
                 if !known && !inSegment.contains(id) {
                     let sealedSize = ChunkSealer.sealedSize(plaintextCount: length, algorithm: sealer.algorithm)
                     if segment.count + sealedSize > maxSegmentSize && !segment.isEmpty {
-                        if let previous = inFlight {
-                            inFlight = nil
+                        if let previous = uploading {
+                            uploading = nil
                             if !finishCommit(previous) { return false }
                         }
-                        inFlight = startCommit(segID, &segment, &newBlobs, &pending)
+                        uploading = startCommit(segID, &segment, &newBlobs, &pending)
                         inSegment.removeAll()
                         segID = Hash256.random()
                     }
@@ -207,8 +220,8 @@ extension GranaryStore {
                 pending.append(Pending(file: f, idx: idx, chunk: d, version: version, id: id, length: length))
             }
         }
-        if let previous = inFlight {
-            inFlight = nil
+        if let previous = uploading {
+            uploading = nil
             if !finishCommit(previous) { return false }
         }
         if !pending.isEmpty || !segment.isEmpty {
@@ -245,6 +258,7 @@ extension GranaryStore {
         if !segment.isEmpty {
             let bytes = Array(UnsafeRawBufferPointer(rebasing: segment.memory[0..<segment.count]))
             let store = segments
+            inFlight.insert(segID)  // never taken for an orphan before it is recorded
             upload = Blocking.start { try await store.put(segID, bytes: bytes) }
         }
         let commit = SegmentCommit(segID: segID, byteCount: count, newBlobs: newBlobs, pending: pending,
@@ -258,6 +272,7 @@ extension GranaryStore {
     private func finishCommit(_ c: SegmentCommit) -> Bool {
         let segID = c.segID, newBlobs = c.newBlobs, pending = c.pending
         if let upload = c.upload {
+            defer { inFlight.remove(segID) }
             do {
                 try upload.wait(timeout: 600)
             } catch {
@@ -266,8 +281,8 @@ extension GranaryStore {
             }
             do {
                 try db.write { db in
-                    try db.execute(sql: "INSERT OR IGNORE INTO segment (id, size, created) VALUES (?, ?, ?)",
-                                   arguments: [Data(segID.bytes), c.byteCount, wallClockNanos()])
+                    try db.execute(sql: "INSERT OR IGNORE INTO segment (id, size, created, live) VALUES (?, ?, ?, ?)",
+                                   arguments: [Data(segID.bytes), c.byteCount, wallClockNanos(), c.byteCount])
                     for (id, loc) in newBlobs {
                         try db.execute(sql: "INSERT OR IGNORE INTO blob (chunk_id, segment, offset, sealed_length, plain_length) VALUES (?, ?, ?, ?, ?)",
                                        arguments: [Data(id.bytes), Data(loc.segment.bytes), loc.offset, loc.sealedLength, loc.plainLength])
@@ -280,6 +295,7 @@ extension GranaryStore {
             blobLock.lock()
             for (id, loc) in newBlobs where blobs[id] == nil { blobs[id] = loc }
             blobLock.unlock()
+            compactor?.invalidateUsage()
             uploader.cond.lock(); uploader.uploadedSegments += 1; uploader.cond.unlock()
         }
         markClean(pending)
@@ -360,7 +376,13 @@ extension GranaryStore {
         func free() { memory.deallocate() }
     }
 
-    // MARK: status, flush, shutdown
+    // MARK: status, flush, compact, shutdown
+
+    /// Runs a compaction and garbage collection pass now and waits for it;
+    /// nil when the store stops or `deadline` passes first.
+    public func compact(deadline: Date = .distantFuture) -> CompactionReport? {
+        compactor.compactNow(deadline: deadline)
+    }
 
     public func status() -> StoreStatus {
         metaLock.lock()
@@ -383,6 +405,10 @@ extension GranaryStore {
             f.lock.unlock()
         }
         let rate = uploader.rate
+        let usage = compactor.usage()
+        let totals = compactor.totals()
+        let compacting = compactor.isRunning
+        let lastCompaction = compactor.report
         uploader.cond.lock()
         defer { uploader.cond.unlock() }
         return StoreStatus(
@@ -390,7 +416,9 @@ extension GranaryStore {
             uploadedSegments: uploader.uploadedSegments, uploadRateBytesPerSecond: rate,
             etaSeconds: dirtyBytes == 0 ? 0 : (rate > 0 ? Double(dirtyBytes) / rate : nil),
             cacheBytes: cleanCache.totalBytes, cacheBudget: cleanCache.budget, files: fileList.count,
-            lastError: uploader.lastError)
+            lastError: uploader.lastError, segments: usage.segments, segmentBytes: usage.storedBytes,
+            liveBytes: usage.liveBytes, reclaimableBytes: usage.reclaimableBytes, compactedBytes: totals.compactedBytes,
+            segmentsDeleted: totals.segmentsDeleted, compacting: compacting, lastCompaction: lastCompaction)
     }
 
     /// Uploads everything dirty now; returns when nothing is dirty or the
@@ -422,6 +450,8 @@ extension GranaryStore {
     /// makes all metadata durable. What is left dirty stays in the cache
     /// and is uploaded on the next start.
     public func shutdown(deadline: Date) {
+        // An interrupted compaction is safe (at worst it leaves orphans).
+        compactor.stop(deadline: min(deadline, Date().addingTimeInterval(5)))
         _ = flush(deadline: deadline)
         let u = uploader
         u.cond.lock()

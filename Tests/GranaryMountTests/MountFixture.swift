@@ -10,8 +10,11 @@ final class MountFixture: @unchecked Sendable {
     let state: String
     let segments: String
     private(set) var child: ChildProcess?
+    /// Added to `granary mount` on every start.
+    let extraArguments: [String]
 
-    init(uploadIdle: Double = 1) throws {
+    init(uploadIdle: Double = 1, extraArguments: [String] = []) throws {
+        self.extraArguments = extraArguments
         guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
             throw TestSupportError.missing("/dev/fuse is missing: the mount tests need FUSE (run as root on a machine with /dev/fuse)")
         }
@@ -27,7 +30,7 @@ final class MountFixture: @unchecked Sendable {
 
     func start(uploadIdle: Double = 1) throws {
         let c = try ChildProcess.granary(["mount", mountpoint, "--state", state, "--local-segments", segments, "--plain-key",
-                                          "--upload-idle", String(uploadIdle), "--read-timeout", "5"], name: "granary-mount")
+                                          "--upload-idle", String(uploadIdle), "--read-timeout", "5"] + extraArguments, name: "granary-mount")
         child = c
         _ = try c.waitForLine(timeout: 30) { $0.hasPrefix("granary mount ready at") }
     }

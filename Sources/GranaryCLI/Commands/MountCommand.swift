@@ -25,6 +25,12 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "A network node to join, HOST:PORT (a seed or any node; repeatable).") var bootstrap: [String] = []
     @Option(help: "Redundancy k/r/s/n: k pieces rebuild a segment, repair below r, durable at s, n generated.")
     var scheme: String = "4/5/7/8"
+    @Option(name: .customLong("compact-threshold"), help: "Rewrite segments whose live fraction falls below this (0 to 1).")
+    var compactThreshold: Double = 0.5
+    @Option(name: .customLong("compact-rate"), help: "Compaction budget in bytes per second, e.g. 8M (0: unlimited).")
+    var compactRate: String = "8M"
+    @Option(name: .customLong("compact-interval"), help: "Seconds between background compaction passes (0: only on `granary compact`).")
+    var compactInterval: Double = 600
     @Option(name: .customLong("upload-idle"), help: .hidden) var uploadIdle: Double = 2
     @Option(name: .customLong("read-timeout"), help: .hidden) var readTimeout: Double = 30
     @Flag(name: .customLong("writeback-cache"), help: .hidden) var writebackCache = false
@@ -44,6 +50,13 @@ struct MountCommand: AsyncParsableCommand {
         }
         let redundancy: RedundancyScheme
         do { redundancy = try RedundancyScheme(parsing: scheme) } catch { throw ValidationError("--scheme: \(error)") }
+        guard compactThreshold >= 0, compactThreshold <= 1 else {
+            throw ValidationError("--compact-threshold \(compactThreshold) is not a fraction: use a number from 0 to 1, e.g. 0.5")
+        }
+        guard let rate = ByteSize.parse(compactRate) else {
+            throw ValidationError("--compact-rate \(compactRate) is not a size: use a number with an optional K, M, G or T suffix (0: unlimited)")
+        }
+        guard compactInterval >= 0 else { throw ValidationError("--compact-interval must be 0 or more seconds") }
         if localSegments == nil && bootstrap.isEmpty {
             throw ValidationError("say where segments go: --bootstrap HOST:PORT (network) or --local-segments DIR (tests and development)")
         }
@@ -51,6 +64,9 @@ struct MountCommand: AsyncParsableCommand {
         options.uploadIdle = uploadIdle
         options.readTimeout = readTimeout
         options.writebackCache = writebackCache
+        options.compaction.threshold = compactThreshold
+        options.compaction.bytesPerSecond = rate
+        options.compaction.interval = compactInterval
         options.keyAccess = KeyAccess(passphrase: PassphraseSource(file: passphraseFile), plainIfNew: plainKey)
         let localSegments = self.localSegments, bootstrap = self.bootstrap, stateDirectory = state
         let takeOver = self.takeOver, renew = Duration.milliseconds(Int64(max(0.1, leaseRenew) * 1000))
@@ -104,6 +120,7 @@ enum MountSession {
         var uploadIdle: Double = 2
         var readTimeout: Double = 30
         var writebackCache = false
+        var compaction = CompactionConfiguration()
         /// How long Ctrl-C/SIGTERM waits for uploads before unmounting.
         var shutdownFlushSeconds: Double = 30
         var keyAccess = KeyAccess()
@@ -138,6 +155,7 @@ enum MountSession {
         var config = StoreConfiguration(stateDirectory: state, cacheBudget: o.cacheBudget)
         config.idleUploadDelay = o.uploadIdle
         config.readTimeout = o.readTimeout
+        config.compaction = o.compaction
         let backend = try await makeBackend(keys)
         let segments = backend.segments
         let store = try GranaryStore(configuration: config, segments: segments, keys: keys)
@@ -201,6 +219,10 @@ extension RenterStatus {
             "network.durable_segments": "\(durableSegments)",
             "network.paid": "\(totalPaid)",
             "network.state": waiting ?? "ready",
+            // Bytes the renter's contracts count as used, and pieces held:
+            // both fall when compaction deletes segments.
+            "network.contract_bytes_used": "\(contracts.reduce(Int64(0)) { $0 + $1.used })",
+            "network.stored_pieces": "\(farmers.reduce(0) { $0 + $1.pieces })",
         ]
         for f in farmers {
             let latency = f.latencyMs.map { String(format: "%.0f ms", $0) } ?? "-"

@@ -21,6 +21,9 @@ struct StatusCommand: AsyncParsableCommand {
             print("upload rate:              \(Human.bytes(UInt64(s.uploadRateBytesPerSecond)))/s, ETA \(Human.eta(s.etaSeconds))")
             print("cache:                    \(Human.bytes(s.cacheBytes)) clean of \(Human.bytes(s.cacheBudget)) budget")
             print("files:                    \(s.files)")
+            let live = s.segmentBytes > 0 ? String(format: "%.0f%%", 100 * Double(s.liveBytes) / Double(s.segmentBytes)) : "-"
+            print("segments:                 \(s.segments) holding \(Human.bytes(s.segmentBytes)), \(live) live, \(Human.bytes(s.reclaimableBytes)) reclaimable")
+            print("compaction:               \(s.compacting ? "running; " : "")\(Human.bytes(s.compactedBytes)) rewritten, \(s.segmentsDeleted) segments deleted in total")
             if let e = s.lastError { print("last error:               \(e)") }
             for (k, v) in (m.extra ?? [:]).sorted(by: { $0.key < $1.key }) { print("\(k): \(v)") }
         }
