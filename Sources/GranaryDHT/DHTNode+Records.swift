@@ -10,14 +10,29 @@ extension DHTNode {
     /// nodes accepted it (0 in a network of one).
     @discardableResult
     public func putRecord(key: [UInt8], value: [UInt8], sequence: UInt64, ttl: Duration) async throws(DHTError) -> Int {
+        try await putRecord(key: key, value: value, sequence: sequence, ttl: ttl, signedBy: identity)
+    }
+
+    /// `putRecord` signed by another key than this node's: the record's
+    /// owner is `owner` (a bare key is accepted only under
+    /// `SignedRecord.keyOnlyPrefix`). This node republishes it like its own.
+    @discardableResult
+    public func putRecord(key: [UInt8], value: [UInt8], sequence: UInt64, ttl: Duration,
+                          signedBy owner: NodeIdentity) async throws(DHTError) -> Int {
         let seconds = min(Double(ttl.components.seconds), SignedRecord.maxLifetime)
-        let record = try SignedRecord(owner: identity, key: key, value: value, sequence: sequence,
+        let record = try SignedRecord(owner: owner, key: key, value: value, sequence: sequence,
                                       expiresAt: Date().addingTimeInterval(seconds))
         if let old = ownRecords[record.storageKey], old.sequence > sequence {
             throw .recordRejected("sequence \(sequence) is lower than the \(old.sequence) already published")
         }
         ownRecords[record.storageKey] = record
         return await replicate(record)
+    }
+
+    /// Stops republishing a record this node published (it lives on at
+    /// its holders until it expires).
+    public func forgetRecord(owner: Hash256, key: [UInt8]) {
+        ownRecords[SignedRecord.storageKey(owner: owner, key: key)] = nil
     }
 
     /// Sends STORE of `record` to the k nodes closest to its storage key.
@@ -44,7 +59,7 @@ extension DHTNode {
         let now = Date()
         var best = [records[storageKey], ownRecords[storageKey]].compactMap { $0 }
             .filter { $0.expiresAt > now }.max { $0.sequence < $1.sequence }
-        if owner != id || best == nil {
+        if ownRecords[storageKey] == nil || best == nil {
             let found = await lookup(target: storageKey, mode: .value(owner: owner, key: key)).record
             if let found, found.sequence >= (best?.sequence ?? 0) { best = found }
         }

@@ -20,6 +20,16 @@ public struct SignedRecord: Sendable, Equatable {
     /// The envelope exactly as signed, forwarded unchanged on STORE and FIND_VALUE.
     public let envelope: Granary_SignedEnvelope
 
+    /// Keys under which the owner is a bare Ed25519 key rather than a node:
+    /// no proof of work is asked of it. A renter's metadata pointer lives
+    /// here, signed by a key derived from its master key alone, so a restore
+    /// finds it whatever difficulty the network requires. Proof of work on a
+    /// record's owner bounds little anyway: one owner may store any number
+    /// of keys, and the per-node record limit is what bounds storage.
+    public static let keyOnlyPrefix = Array("key-only/".utf8)
+
+    public static func ownerNeedsProofOfWork(key: [UInt8]) -> Bool { !key.starts(with: keyOnlyPrefix) }
+
     public var ownerID: Hash256 { owner.id }
     public var storageKey: Hash256 { Self.storageKey(owner: owner.id, key: key) }
 
@@ -55,8 +65,11 @@ public struct SignedRecord: Sendable, Equatable {
     /// live longer than `maxLifetime`).
     public init(verifying envelope: Granary_SignedEnvelope, difficulty: Int, now: Date = Date()) throws(DHTError) {
         let signer: NodePublicKey, r: Granary_DhtRecord
-        do { (signer, r) = try envelope.open(Granary_DhtRecord.self, kind: .record, difficulty: difficulty) } catch {
+        do { (signer, r) = try envelope.open(Granary_DhtRecord.self, kind: .record, difficulty: 0) } catch {
             throw .envelope(error)
+        }
+        if Self.ownerNeedsProofOfWork(key: [UInt8](r.key)) {
+            do { try signer.validate(difficulty: difficulty) } catch { throw .envelope(.identity(error)) }
         }
         guard r.ownerKey == Data(signer.bytes) else {
             throw .recordRejected("record names owner \(Blake2b.hash256([UInt8](r.ownerKey)).short) but is signed by \(signer.id.short)")

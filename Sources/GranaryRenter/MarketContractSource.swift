@@ -57,6 +57,9 @@ public final class MarketContractSource: ContractSource {
 }
 
 extension RenterEngine {
+    /// The engine's DHT node when its contracts come from the market.
+    public var dhtNode: DHTNode? { (source as? MarketContractSource)?.node }
+
     /// `start(stateDirectory:identity:bootstrap:configuration:)` with the
     /// default configuration and the given redundancy scheme.
     public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],

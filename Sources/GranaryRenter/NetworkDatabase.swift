@@ -57,7 +57,7 @@ public final class NetworkDatabase: Sendable {
     public let path: String
 
     /// The schema version this code writes (the last migration's number).
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
 
     public init(path: String) throws {
         var config = Configuration()
@@ -140,6 +140,23 @@ public final class NetworkDatabase: Sendable {
                 );
                 """)
             try db.execute(sql: "PRAGMA user_version = 1")
+        }
+        // Metadata snapshots (see MetadataBackup): their segments are kept
+        // apart from the Store's so garbage collection never takes them.
+        m.registerMigration("v2: metadata snapshots") { db in
+            try db.execute(sql: """
+                CREATE TABLE metadata_snapshots (
+                    sequence INTEGER PRIMARY KEY,
+                    created REAL NOT NULL,
+                    change_token BLOB NOT NULL,
+                    manifest BLOB NOT NULL
+                );
+                CREATE TABLE metadata_snapshot_segments (
+                    segment BLOB PRIMARY KEY,
+                    sequence INTEGER NOT NULL
+                );
+                """)
+            try db.execute(sql: "PRAGMA user_version = 2")
         }
         return m
     }
@@ -225,7 +242,9 @@ public final class NetworkDatabase: Sendable {
 
     public func durableSegmentIDs() throws -> [SegmentID] {
         try pool.read { db in
-            try Data.fetchAll(db, sql: "SELECT id FROM segments WHERE state = 'durable'").map(Hash256.init(data:))
+            try Data.fetchAll(db, sql: """
+                SELECT id FROM segments WHERE state = 'durable' AND id NOT IN (SELECT segment FROM metadata_snapshot_segments)
+                """).map(Hash256.init(data:))
         }
     }
 

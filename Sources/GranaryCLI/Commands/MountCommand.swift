@@ -27,6 +27,9 @@ struct MountCommand: AsyncParsableCommand {
     @Option(name: .customLong("upload-idle"), help: .hidden) var uploadIdle: Double = 2
     @Option(name: .customLong("read-timeout"), help: .hidden) var readTimeout: Double = 30
     @Flag(name: .customLong("writeback-cache"), help: .hidden) var writebackCache = false
+    @Option(name: .customLong("metadata-backup-interval"),
+            help: "Seconds between metadata snapshots when something changed (0: only on `granary flush`).")
+    var metadataBackupInterval: Double = 600
 
     static var defaultState: String { (ProcessInfo.processInfo.environment["HOME"] ?? ".") + "/.granary/renter" }
 
@@ -44,6 +47,7 @@ struct MountCommand: AsyncParsableCommand {
         options.readTimeout = readTimeout
         options.writebackCache = writebackCache
         let localSegments = self.localSegments, bootstrap = self.bootstrap, stateDirectory = state
+        let backupInterval = metadataBackupInterval
         try await MountSession.run(options) { keys in
             if let localSegments {
                 return MountBackend(segments: try FolderSegmentStore(directory: localSegments))
@@ -55,7 +59,8 @@ struct MountCommand: AsyncParsableCommand {
             fflush(nil)
             let engine = try await RenterEngine.start(stateDirectory: stateDirectory + "/network", identity: identity,
                                                       bootstrap: bootstrap, scheme: redundancy)
-            return MountBackend(segments: engine.segments, extraStatus: { engine.status().summary }, stop: { await engine.stop() })
+            return MountBackend(segments: engine.segments, extraStatus: { engine.status().summary }, stop: { await engine.stop() },
+                                startBackup: { store in await BackupHook.start(engine: engine, store: store, keys: keys, interval: backupInterval) })
         }
     }
 }
@@ -118,7 +123,8 @@ enum MountSession {
         let backend = try await makeBackend(keys)
         let segments = backend.segments
         let store = try GranaryStore(configuration: config, segments: segments, keys: keys)
-        let control = try ControlServer(stateDirectory: state, store: store, extra: backend.extraStatus)
+        let backup = await backend.startBackup?(store)
+        let control = try ControlServer(stateDirectory: state, store: store, extra: backend.extraStatus, afterFlush: backup?.afterFlush)
         defer { control.close() }
 
         var fsOptions = MountOptions(mountpoint: mountpoint)
@@ -150,6 +156,7 @@ enum MountSession {
         if st.dirtyBytes > 0 {
             log.notice("\(st.dirtyBytes) bytes stay in the local cache and upload on the next mount")
         }
+        await backup?.stop()
         await backend.stop()
         try result.get()
     }
@@ -167,6 +174,8 @@ struct MountBackend: Sendable {
     var segments: any SegmentStore
     var extraStatus: @Sendable () -> [String: String] = { [:] }
     var stop: @Sendable () async -> Void = {}
+    /// Starts metadata backups once the store is open (network mounts).
+    var startBackup: (@Sendable (GranaryStore) async -> BackupHook?)?
 }
 
 extension RenterStatus {
