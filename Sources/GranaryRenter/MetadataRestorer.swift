@@ -120,7 +120,7 @@ public final class MetadataRestorer: Sendable {
             } catch {
                 let reason: String
                 if case let MetadataRestoreError.snapshotRefused(_, why)? = error as? MetadataRestoreError { reason = why } else { reason = "\(error)" }
-                log.warning("snapshot \(entry.sequence) refused: \(reason); trying the previous one")
+                log.debug("snapshot \(entry.sequence) refused: \(reason); trying the previous one")
                 refused.append((sequence: entry.sequence, reason: reason))
             }
         }

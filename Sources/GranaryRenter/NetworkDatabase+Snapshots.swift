@@ -40,7 +40,7 @@ extension NetworkDatabase {
         }
     }
 
-    func snapshotSegments(sequence: UInt64) throws -> [SegmentID] {
+    public func snapshotSegments(sequence: UInt64) throws -> [SegmentID] {
         try pool.read { db in
             try Data.fetchAll(db, sql: "SELECT segment FROM metadata_snapshot_segments WHERE sequence = ?",
                               arguments: [Int64(bitPattern: sequence)]).map(Hash256.init(data:))

@@ -62,6 +62,22 @@ import Testing
         return seq
     }
 
+    /// The piece files of a snapshot's segments on the farmers' disks, from network.db.
+    static func snapshotPieceFiles(state: String, sequence: UInt64, storages: [String]) throws -> [String] {
+        let db = try NetworkDatabase(path: state + "/network/network.db")
+        var paths: [String] = []
+        for segment in try db.snapshotSegments(sequence: sequence) {
+            for piece in try db.pieces(of: segment) where piece.state == .stored {
+                let hex = piece.pieceID.hex
+                for storage in storages {
+                    let path = "\(storage)/pieces/\(hex.prefix(2))/\(hex.dropFirst(2).prefix(2))/\(hex)"
+                    if FileManager.default.fileExists(atPath: path) { paths.append(path) }
+                }
+            }
+        }
+        return paths
+    }
+
     @Test(.timeLimit(.minutes(5)))
     func restoreFromTheKeyAloneAndFallBackFromADamagedSnapshot() async throws {
         guard FileManager.default.fileExists(atPath: "/dev/fuse"), getuid() == 0 else {
@@ -72,8 +88,14 @@ import Testing
         let net = try Network(dir: dir, farmers: 5)
         let state = dir.path + "/state", mnt = dir.path + "/mnt", orig = dir.sub("orig")
 
-        // Two flushes, two snapshots.
+        // Four flushes, four snapshots: the oldest is deleted, three are kept.
         var mount: NetworkMount? = try NetworkMount(state: state, mnt: mnt, seed: net.seedAddress)
+        #expect(Shell.run("echo zero > '\(mnt)/z'").status == 0)
+        let zero = try Self.flush(bin, state)
+        let oldestPieces = try Self.snapshotPieceFiles(state: state, sequence: zero, storages: net.storages)
+        #expect(oldestPieces.count >= 4, "the oldest snapshot's pieces are on the farmers")
+        #expect(Shell.run("echo one > '\(mnt)/z'").status == 0)
+        let one = try Self.flush(bin, state)
         #expect(Shell.run("""
             head -c 3000000 /dev/urandom > '\(orig)/a' && cp '\(orig)/a' '\(mnt)/a' && mkdir '\(mnt)/d' && \
             echo first > '\(mnt)/d/note' && ln -s ../a '\(mnt)/d/link'
@@ -83,7 +105,10 @@ import Testing
             head -c 700000 /dev/urandom > '\(orig)/b' && cp '\(orig)/b' '\(mnt)/d/b' && echo second >> '\(mnt)/d/note'
             """).status == 0)
         let second = try Self.flush(bin, state)
-        #expect(second > first)
+        #expect(zero < one && one < first && first < second)
+        let kept = try NetworkDatabase(path: state + "/network/network.db").snapshots().map(\.sequence)
+        #expect(kept == [second, first, one])
+        #expect(oldestPieces.allSatisfy { !FileManager.default.fileExists(atPath: $0) }, "the oldest snapshot's pieces are deleted")
         // A flush with nothing new takes no snapshot.
         let again = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 120)
         #expect(again.status == 0 && again.output.contains("metadata snapshot \(second) is current"), "\(again.output)")
@@ -113,7 +138,7 @@ import Testing
         mount = try NetworkMount(state: restored, mnt: mnt, seed: net.seedAddress)
         #expect(Shell.run("""
             cmp '\(orig)/a' '\(mnt)/a' && cmp '\(orig)/b' '\(mnt)/d/b' && printf 'first\\nsecond\\n' | cmp - '\(mnt)/d/note' && \
-            [ "$(readlink '\(mnt)/d/link')" = ../a ]
+            [ "$(readlink '\(mnt)/d/link')" = ../a ] && [ "$(cat '\(mnt)/z')" = one ]
             """, timeout: 120).status == 0)
         mount?.stop()
         mount = nil
@@ -123,7 +148,7 @@ import Testing
         let keys = RenterKeys(master: [UInt8](try Data(contentsOf: URL(fileURLWithPath: keyFile))))
         let restorer = try await MetadataRestorer.connect(keys: keys, bootstrap: [net.seedAddress], difficulty: 4)
         let pointer = try await restorer.pointer()
-        #expect(pointer.entries.map(\.sequence) == [second, first])
+        #expect(pointer.entries.map(\.sequence) == [second, first, one])
         let (manifest, _) = try await restorer.manifest(pointer.entries[0])
         await restorer.close()
         var damaged = 0
@@ -149,7 +174,7 @@ import Testing
         #expect(r2.output.contains("restored snapshot \(first)"), "\(r2.output)")
         mount = try NetworkMount(state: older, mnt: mnt, seed: net.seedAddress)
         #expect(Shell.run("""
-            cmp '\(orig)/a' '\(mnt)/a' && printf 'first\\n' | cmp - '\(mnt)/d/note' && [ ! -e '\(mnt)/d/b' ]
+            cmp '\(orig)/a' '\(mnt)/a' && printf 'first\\n' | cmp - '\(mnt)/d/note' && [ ! -e '\(mnt)/d/b' ] && [ "$(cat '\(mnt)/z')" = one ]
             """, timeout: 120).status == 0)
         mount?.stop()
         mount = nil

@@ -2,6 +2,7 @@ import Foundation
 import GranaryCore
 import GranaryDHT
 import GranaryRenter
+import GranaryWire
 import Testing
 
 /// The metadata pointer's trust rules, without a network.
@@ -24,6 +25,16 @@ struct MetadataPointerTests {
         do { _ = try MetadataPointer.open(forged, keys: Self.keys) } catch {
             #expect("\(error)".contains("signed by \(impostor.id.short)"))
         }
+        // A record naming this renter's metadata key but signed by another
+        // is refused by every DHT node before anyone can serve it.
+        var body = Granary_DhtRecord()
+        body.ownerKey = Data(Self.keys.metadataSigningIdentity.publicKey.bytes)
+        body.key = Data(MetadataPointer.recordKey)
+        body.value = Data([1])
+        body.sequence = .max
+        body.expiresAtMs = UInt64(Date().addingTimeInterval(600).timeIntervalSince1970 * 1000)
+        let envelope = try Granary_SignedEnvelope(kind: .record, message: body, signer: impostor)
+        #expect(throws: DHTError.self) { try SignedRecord(verifying: envelope, difficulty: 0) }
         // The right key over a value that is not a pointer is refused too.
         let garbage = try SignedRecord(owner: Self.keys.metadataSigningIdentity, key: MetadataPointer.recordKey, value: [1, 2, 3],
                                        sequence: 1, expiresAt: Date().addingTimeInterval(600))
