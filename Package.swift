@@ -25,7 +25,7 @@ let package = Package(
 
         // Identities, AEAD, hashing, key derivation, erasure code, Merkle trees.
         .target(name: "GranaryCore", dependencies: [
-            "CSodium", "CISAL",
+            "CSodium", "CISAL", "CGranaryShim",
         ]),
         // Protocol messages (protobuf) and framed, authenticated TCP/UDP.
         .target(name: "GranaryWire", dependencies: [

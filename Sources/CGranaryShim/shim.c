@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "granary_shim.h"
 #include <sys/prctl.h>
 
@@ -8,4 +9,9 @@ int granary_set_parent_death_signal(int signal) {
 #include <stdio.h>
 void granary_line_buffer_stdout(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
+#include <fcntl.h>
+int granary_start_writeback(int fd, long long offset, long long length) {
+    return sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);
 }

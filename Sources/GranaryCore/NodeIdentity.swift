@@ -199,21 +199,3 @@ public enum SecretFile {
         return [UInt8](data)
     }
 }
-
-/// fsync helpers shared by every layer that promises durability.
-public enum FileSync {
-    /// fsyncs the directory holding `path`, so a rename or create in it is durable.
-    @discardableResult
-    public static func syncDirectory(containing path: String) -> Bool {
-        let dir = (path as NSString).deletingLastPathComponent
-        return syncDirectory(dir.isEmpty ? "." : dir)
-    }
-
-    @discardableResult
-    public static func syncDirectory(_ dir: String) -> Bool {
-        let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        return fsync(fd) == 0
-    }
-}

@@ -88,8 +88,11 @@ public struct Bid: Sendable, Equatable {
     public let offerID: Hash256
     /// The farmer's node key; `farmerID` is its BLAKE2b-256.
     public let farmerKey: NodePublicKey
-    /// Where the farmer's TCP transfer protocol listens.
-    public let transferHost: String
+    /// Where the farmer's TCP transfer protocol listens. A farmer that
+    /// listens on every interface (0.0.0.0) without --advertise does not
+    /// know its own address; the receiving node fills in the host the bid
+    /// came from (see `DHTNode.acceptBid`).
+    public internal(set) var transferHost: String
     public let transferPort: Int
     public let pricePerAudit: UInt64
     public let freeCapacityBytes: UInt64

@@ -3,6 +3,9 @@ import GranaryCore
 import GranaryWire
 
 extension DHTNode {
+    /// Wildcard listen addresses, which say "wherever this packet came from".
+    static let unspecifiedHosts: Set<String> = ["0.0.0.0", "::", "[::]"]
+
     /// Routes verified bids for `offerID` to `collector` until removed.
     func openBidCollection(offerID: Hash256, collector: @escaping @Sendable (Bid) -> Void) {
         bidCollectors[offerID] = collector
@@ -29,7 +32,7 @@ extension DHTNode {
     /// An incoming bid: accepted only when it verifies, comes from the
     /// farmer that signed it, and answers an offer still collecting.
     func acceptBid(_ envelope: Granary_SignedEnvelope, from sender: DHTContact) -> Bool {
-        let bid: Bid
+        var bid: Bid
         do { bid = try Bid(verifying: envelope, difficulty: configuration.difficulty) } catch {
             drop(error, from: sender)
             return false
@@ -39,6 +42,7 @@ extension DHTNode {
             return false
         }
         guard let collector = bidCollectors[bid.offerID] else { return false }
+        if Self.unspecifiedHosts.contains(bid.transferHost) { bid.transferHost = sender.address.host }
         collector(bid)
         return true
     }

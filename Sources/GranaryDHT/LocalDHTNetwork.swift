@@ -135,11 +135,14 @@ public final class LocalDHTNetwork: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(100))
         }
         // Publications travel hop by hop: wait until the counters stop moving.
+        // Two quiet polls in a row, so a loaded machine's pause is not
+        // taken for the end.
         var after = totals()
-        for _ in 0..<25 {
-            try await Task.sleep(for: .milliseconds(200))
+        var quiet = 0
+        for _ in 0..<40 where quiet < 2 {
+            try await Task.sleep(for: .milliseconds(250))
             let now = totals()
-            if now == after { break }
+            quiet = now == after ? quiet + 1 : 0
             after = now
         }
         let delivered = after.delivered - before.delivered

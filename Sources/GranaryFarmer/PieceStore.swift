@@ -395,6 +395,8 @@ final class PieceUpload {
 
     var remaining: UInt64 { size - received }
 
+    private static let writebackStride = 8 << 20
+
     /// Hashes and writes the next bytes; never more than announced. The
     /// write (which can block on a slow disk) runs on NIO's blocking-I/O
     /// thread pool while this task hashes the same bytes, so the Swift
@@ -404,7 +406,15 @@ final class PieceUpload {
             throw FarmerError(.protocolViolation, "more bytes than the \(size) announced for piece \(piece.short)")
         }
         let fd = self.fd, offset = off_t(received)
-        let write = Task { try await NIOThreadPool.singleton.runIfActive { try pwriteAll(fd, chunk, at: offset) } }
+        // Every 8 MiB, start writing back what came before, so the final
+        // fsync waits for the tail of the piece, not all of it.
+        let writeback = Int(offset) / Self.writebackStride != (Int(offset) + chunk.readableBytes) / Self.writebackStride
+        let write = Task {
+            try await NIOThreadPool.singleton.runIfActive {
+                try pwriteAll(fd, chunk, at: offset)
+                if writeback { FileSync.startWriteback(fd, offset: 0, length: 0) }
+            }
+        }
         chunk.withUnsafeReadableBytes { builder.append($0) }
         do { try await write.value } catch let e as FarmerError { throw e } catch { throw .internal("writing piece", error) }
         received += UInt64(chunk.readableBytes)

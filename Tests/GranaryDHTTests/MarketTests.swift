@@ -17,7 +17,8 @@ import Testing
         for (i, s) in specs.enumerated() {
             let agent = BidAgent(node: net.nodes[i + 2],
                                  policy: BidPolicy(minPricePerAudit: s.price, capacityBytes: s.capacity, maxDurationSeconds: s.maxDays * 86_400),
-                                 transferHost: "127.0.0.1", transferPort: 7100 + i)
+                                 // Farmer 1 listens on every interface and does not know its address.
+                                 transferHost: i == 1 ? "0.0.0.0" : "127.0.0.1", transferPort: 7100 + i)
             await agent.start()
             agents.append(agent)
         }
@@ -40,7 +41,9 @@ import Testing
         for b in bids {
             let i = Int(b.transferPort) - 7100
             #expect(b.farmerID == net.nodes[i + 2].id && b.farmerKey == net.nodes[i + 2].identity.publicKey)
-            #expect(b.transferHost == "127.0.0.1")
+            // A wildcard host is replaced by the host the bid came from.
+            #expect(b.transferHost == (i == 1 ? net.nodes[i + 2].contact.address.host : "127.0.0.1"), "\(b.transferHost)")
+            #expect(!["0.0.0.0", ""].contains(b.transferHost))
         }
         // Without the reputation edge: cheapest first.
         let plain = ContractMarket(node: renter)

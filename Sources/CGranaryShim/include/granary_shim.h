@@ -12,4 +12,7 @@ int granary_set_parent_death_signal(int signal);
 /// Makes stdout line-buffered even into a file or pipe (Swift 6 cannot touch
 /// the C `stdout` global without a concurrency escape hatch).
 void granary_line_buffer_stdout(void);
+/// Starts asynchronous writeback of a file range (sync_file_range with
+/// SYNC_FILE_RANGE_WRITE, which Glibc's Swift overlay does not export).
+int granary_start_writeback(int fd, long long offset, long long length);
 #endif
