@@ -85,9 +85,7 @@ public actor MetadataBackup {
     /// (their records live in DHT memory: a restart must refresh them), then
     /// checks for changes every `interval`.
     public func start() async {
-        if let rows = try? engine.database.snapshots(), !rows.isEmpty {
-            await publish(rows)
-        }
+        await resign()
         guard configuration.interval > 0 else { return }
         let interval = configuration.interval
         loop = Task { [weak self] in
@@ -111,9 +109,7 @@ public actor MetadataBackup {
         } catch {
             log.warning("metadata snapshot failed: \(error); retrying in \(Int(configuration.interval)) s")
         }
-        if Date().timeIntervalSince(lastSigned) > configuration.resignInterval, let rows = try? engine.database.snapshots() {
-            await publish(rows)
-        }
+        if Date().timeIntervalSince(lastSigned) > configuration.resignInterval { await resign() }
     }
 
     /// Takes a snapshot unless nothing changed since the last one, stores
@@ -122,13 +118,26 @@ public actor MetadataBackup {
     /// waits for it, then takes its own).
     @discardableResult
     public func snapshot() async throws -> SnapshotSummary {
+        try await serialized { try await self.takeSnapshot() }
+    }
+
+    /// Runs `body` after every earlier snapshot or re-signing has ended, so
+    /// a pointer built from older rows never lands after a newer one.
+    private func serialized<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let previous = tail
-        let task = Task { () async throws -> SnapshotSummary in
+        let task = Task { () async throws -> T in
             await previous?.value
-            return try await self.takeSnapshot()
+            return try await body()
         }
         tail = Task { _ = try? await task.value }
         return try await task.value
+    }
+
+    private func resign() async {
+        _ = try? await serialized { () async throws -> Int in
+            guard let rows = try? await self.engine.database.snapshots(), !rows.isEmpty else { return 0 }
+            return await self.publish(rows)
+        }
     }
 
     private func takeSnapshot() async throws -> SnapshotSummary {
