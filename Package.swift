@@ -27,6 +27,10 @@ let package = Package(
         .target(name: "GranaryCore", dependencies: [
             "CSodium", "CISAL", "CGranaryShim",
         ]),
+        // SQLite files with versioned schemas: older files migrate, newer ones are refused.
+        .target(name: "GranaryDatabase", dependencies: [
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
         // Protocol messages (protobuf) and framed, authenticated TCP/UDP.
         .target(name: "GranaryWire", dependencies: [
             "GranaryCore", "CSodium",
@@ -39,7 +43,7 @@ let package = Package(
         .target(name: "GranaryContracts", dependencies: ["GranaryCore", "GranaryWire"]),
         // Kademlia node and pub/sub of contract offers.
         .target(name: "GranaryDHT", dependencies: [
-            "GranaryCore", "GranaryWire", "GranaryContracts",
+            "GranaryDatabase", "GranaryCore", "GranaryWire", "GranaryContracts",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -47,7 +51,7 @@ let package = Package(
         ]),
         // The farmer: piece store and the contract/audit/payment side.
         .target(name: "GranaryFarmer", dependencies: [
-            "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT",
+            "GranaryDatabase", "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -55,7 +59,7 @@ let package = Package(
         ]),
         // The renter engine: segments <-> pieces on farmers (network.db).
         .target(name: "GranaryRenter", dependencies: [
-            "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT",
+            "GranaryDatabase", "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -63,7 +67,7 @@ let package = Package(
         ]),
         // File metadata (meta.db), write-back cache, chunk sealing, segment packing.
         .target(name: "GranaryStore", dependencies: [
-            "GranaryCore", "GranaryRenter",
+            "GranaryDatabase", "GranaryCore", "GranaryRenter",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -93,7 +97,7 @@ let package = Package(
         .testTarget(name: "GranaryRenterTests", dependencies: [
             "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT", "GranaryRenter", "GranaryTestSupport"]),
         .testTarget(name: "GranaryMountTests", dependencies: [
-            "GranaryCore", "GranaryRenter", "GranaryStore", "GranaryFS", "GranaryTestSupport"]),
+            "GranaryCore", "GranaryDatabase", "GranaryRenter", "GranaryStore", "GranaryFS", "GranaryTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -62,9 +62,31 @@ public struct RenterKeys: Sendable {
     }
 
     /// The renter's node identity, found deterministically from the master
-    /// secret so that a restore with the key alone finds the same DHT records.
+    /// secret: the first of seed_0, seed_1, ... (see `NodeIdentity.derive`)
+    /// whose key meets `difficulty` bits of proof of work.
+    ///
+    /// It depends on the difficulty: one key gives one identity on the
+    /// embedded network (12 bits), another on production networks (16), and
+    /// farmers bind contracts and pieces to it, so a state folder's
+    /// network.db works only at the difficulty it was made with (every node
+    /// of a network must agree on the difficulty anyway). What must be found
+    /// from the key alone, whatever the network, is signed by bare keys with
+    /// no proof of work instead: the mount lease (`leaseIdentity`) and the
+    /// metadata pointer.
     public func nodeIdentity(difficulty: Int) -> NodeIdentity {
         NodeIdentity.derive(from: derive(.identity), difficulty: difficulty)
+    }
+
+    /// Signs the renter's mount lease in the DHT (see the renter's
+    /// `MountLease`): a bare Ed25519 key from the lease subkey, with no proof
+    /// of work, so every machine holding the master key finds the same
+    /// lease whatever difficulty its network requires.
+    public var leaseIdentity: NodeIdentity { NodeIdentity(seed: derive(.lease)) }
+
+    /// A short public name for the key (16 hex digits), to compare two key
+    /// files or an export against a mount without showing any secret.
+    public var fingerprint: String {
+        Hex.encode(Array(Blake2b.hash256(Array("granary-key-fingerprint".utf8), key: master).bytes.prefix(8)))
     }
 
     public func chunkSealer() -> ChunkSealer { ChunkSealer(dedupeKey: dedupeKey, chunkKeyRoot: chunkKeyRoot) }

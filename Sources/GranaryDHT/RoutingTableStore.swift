@@ -1,6 +1,7 @@
 import Foundation
 import GranaryCore
 import GRDB
+import GranaryDatabase
 
 /// The routing table on disk (SQLite through GRDB, WAL), so a restarted
 /// node rejoins through the contacts it knew instead of only its bootstrap
@@ -15,7 +16,7 @@ public final class RoutingTableStore: Sendable {
             var config = Configuration()
             config.busyMode = .timeout(5)
             pool = try DatabasePool(path: path, configuration: config)
-            var migrator = DatabaseMigrator()
+            var migrator = VersionedSchema()
             migrator.registerMigration("v1-contacts") { db in
                 try db.create(table: "contact") { t in
                     t.primaryKey("node_id", .blob)

@@ -36,6 +36,9 @@ public final class GranaryFS: @unchecked Sendable {
         var parent: UInt64 = 1
         var entries: [DirectoryListingEntry] = []
     }
+    /// What the kernel agreed to in init (set once, before other requests).
+    let features = NegotiatedFeatures()
+
     let handleLock = NSLock()  // guards dirHandles and nextHandle
     var dirHandles: [UInt64: DirectoryHandle] = [:]
     var nextHandle: UInt64 = 1
@@ -185,7 +188,26 @@ public final class GranaryFS: @unchecked Sendable {
 
     static func caller(_ req: fuse_req_t?) -> Caller {
         let ctx = fuse_req_ctx(req)!.pointee
-        return Caller(uid: ctx.uid, gid: ctx.gid)
+        // With DONT_MASK (negotiated together with POSIX ACLs) the umask is
+        // the store's to apply; otherwise the kernel already did.
+        let umask = fs(req).features.posixACL ? UInt32(ctx.umask) : 0
+        return Caller(uid: ctx.uid, gid: ctx.gid, umask: umask)
+    }
+
+    /// True when an unprivileged caller is neither in the inode's group as
+    /// its primary group nor among its supplementary groups (which libfuse
+    /// reads from /proc).
+    static func outsideGroup(_ req: fuse_req_t?, of ino: UInt64) -> Bool {
+        let c = caller(req)
+        guard c.uid != 0, let a = try? fs(req).store.getattr(ino), a.gid != c.gid else { return false }
+        var groups = [gid_t](repeating: 0, count: 64)
+        var n = fuse_req_getgroups(req, Int32(groups.count), &groups)
+        if n > Int32(groups.count) {
+            groups = [gid_t](repeating: 0, count: Int(n))
+            n = fuse_req_getgroups(req, Int32(groups.count), &groups)
+        }
+        guard n >= 0 else { return false }  // unknown: leave the bit alone
+        return !groups.prefix(Int(n)).contains(a.gid)
     }
 
     func replyEntry(_ req: fuse_req_t?, _ body: () throws(FSError) -> InodeAttributes) {
@@ -199,12 +221,22 @@ public final class GranaryFS: @unchecked Sendable {
         do { try body(); fuse_reply_err(req, 0) } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
     }
 
-    /// Which extended attribute namespaces are stored. system.* (ACLs) is
-    /// not supported: callers such as cp fall back cleanly on EOPNOTSUPP.
+    /// Which extended attributes are stored: the user, trusted and security
+    /// namespaces and, of system.*, the two POSIX ACLs. Other system names
+    /// get EOPNOTSUPP, which callers such as cp handle cleanly.
     static func xattrAllowed(_ name: FileName) -> Bool {
         for prefix in ["user.", "trusted.", "security."] where name.starts(with: Array(prefix.utf8)) { return true }
-        return false
+        return name == Array("system.posix_acl_access".utf8) || name == Array("system.posix_acl_default".utf8)
     }
+}
+
+/// Kernel features the mount negotiated, read by every request.
+final class NegotiatedFeatures: @unchecked Sendable {
+    private let lock = NSLock()
+    private var acl = false
+    /// POSIX ACLs (with DONT_MASK): the store applies umask and default ACLs.
+    var posixACL: Bool { lock.lock(); defer { lock.unlock() }; return acl }
+    func set(posixACL: Bool) { lock.lock(); acl = posixACL; lock.unlock() }
 }
 
 /// A flag set once from one thread and read from another.

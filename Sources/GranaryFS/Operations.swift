@@ -18,6 +18,15 @@ extension GranaryFS {
             if fs.options.writebackCache && conn.pointee.capable & UInt32(FUSE_CAP_WRITEBACK_CACHE) != 0 {
                 conn.pointee.want |= UInt32(FUSE_CAP_WRITEBACK_CACHE)
             }
+            // POSIX ACLs: the kernel enforces them; the store keeps them,
+            // keeps the mode in step and applies default ACLs to new inodes,
+            // which needs the caller's umask (DONT_MASK) instead of the
+            // kernel applying it up front.
+            let acl = UInt32(FUSE_CAP_POSIX_ACL) | UInt32(FUSE_CAP_DONT_MASK)
+            if conn.pointee.capable & acl == acl {
+                conn.pointee.want |= acl
+                fs.features.set(posixACL: true)
+            }
             conn.pointee.max_write = 1 << 20
             conn.pointee.max_readahead = 1 << 20
         }
@@ -159,6 +168,7 @@ extension GranaryFS {
             do {
                 let got = try fs.store.read(UInt64(ino), offset: UInt64(max(0, off)), into: UnsafeMutableRawBufferPointer(start: buf, count: n))
                 fuse_reply_buf(req, buf.assumingMemoryBound(to: CChar.self), got)
+                fs.store.accessed(UInt64(ino))
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
         }
 
@@ -231,7 +241,10 @@ extension GranaryFS {
             let n = GranaryFS.name(name)
             guard GranaryFS.xattrAllowed(n) else { fuse_reply_err(req, EOPNOTSUPP); return }
             let v = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-            fs.replyError(req) { () throws(FSError) in try fs.store.setxattr(UInt64(ino), name: n, value: v, flags: flags) }
+            let dropSetgid = n == Array("system.posix_acl_access".utf8) && GranaryFS.outsideGroup(req, of: UInt64(ino))
+            fs.replyError(req) { () throws(FSError) in
+                try fs.store.setxattr(UInt64(ino), name: n, value: v, flags: flags, dropSetgid: dropSetgid)
+            }
         }
 
         ops.getxattr = { req, ino, name, size in
@@ -303,6 +316,7 @@ extension GranaryFS {
         if off == 0, let fresh = try? store.listDirectory(ino) {
             h.parent = fresh.parent
             h.entries = fresh.entries
+            store.accessed(ino)
         }
         let buf = takeBuffer()
         defer { giveBuffer(buf) }

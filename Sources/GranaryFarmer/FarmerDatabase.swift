@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GranaryDatabase
 
 /// The farmer's index (farmer.db, SQLite in WAL mode): contracts, pieces
 /// (with each piece's serialized Merkle tree, so audits and range proofs
@@ -13,8 +14,8 @@ enum FarmerDatabase {
         return pool
     }
 
-    static var migrator: DatabaseMigrator {
-        var m = DatabaseMigrator()
+    static var migrator: VersionedSchema {
+        var m = VersionedSchema()
         m.registerMigration("v1") { db in
             try db.execute(sql: """
                 CREATE TABLE contracts (

@@ -63,19 +63,23 @@ extension RenterEngine {
     /// `start(stateDirectory:identity:bootstrap:configuration:)` with the
     /// default configuration and the given redundancy scheme.
     public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],
-                             scheme: RedundancyScheme) async throws -> RenterEngine {
+                             scheme: RedundancyScheme,
+                             joined: @Sendable (DHTNode) async throws -> Void = { _ in }) async throws -> RenterEngine {
         try await start(stateDirectory: stateDirectory, identity: identity, bootstrap: bootstrap,
-                        configuration: RenterConfiguration(scheme: scheme))
+                        configuration: RenterConfiguration(scheme: scheme), joined: joined)
     }
 
     /// Starts a renter on a real network: its DHT node (joined through
     /// `bootstrap`, HOST:PORT of any node such as a seed), the transfer
     /// link, network.db under `stateDirectory`, and a contract pool filled
-    /// through the market before returning.
+    /// through the market before returning. `joined` runs once the DHT node
+    /// has joined, before network.db is opened or any contract is sought
+    /// (the mount takes its lease there); when it throws, nothing else starts.
     public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],
                              configuration: RenterConfiguration = RenterConfiguration(),
                              clock: RenterClock = SystemClock(), random: RandomSource = SystemRandomSource(),
-                             contractTimeout: Double = 60) async throws -> RenterEngine {
+                             contractTimeout: Double = 60,
+                             joined: @Sendable (DHTNode) async throws -> Void = { _ in }) async throws -> RenterEngine {
         let seeds = try bootstrap.map { text -> DHTAddress in
             guard let a = DHTAddress(text) else { throw SegmentStoreError.unavailable("bootstrap address \(text) is not HOST:PORT") }
             return a
@@ -94,6 +98,10 @@ extension RenterEngine {
         }
         let node = try await DHTNode.start(identity: identity, listen: listen, advertise: advertise,
                                            bootstrap: seeds, statePath: stateDirectory + "/dht", configuration: dht)
+        do { try await joined(node) } catch {
+            await node.stop()
+            throw error
+        }
         let link = TransferFarmerLink(identity: identity, difficulty: configuration.difficulty)
         let bookBox = ReputationLookup()
         let source = MarketContractSource(node: node, link: link, identity: identity,

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GranaryDatabase
 import GranaryCore
 
 /// Lifecycle of a segment in network.db.
@@ -57,7 +58,7 @@ public final class NetworkDatabase: Sendable {
     public let path: String
 
     /// The schema version this code writes (the last migration's number).
-    public static let schemaVersion = 2
+    public static var schemaVersion: Int { migrator.version }
 
     public init(path: String) throws {
         var config = Configuration()
@@ -70,8 +71,8 @@ public final class NetworkDatabase: Sendable {
         try Self.migrator.migrate(pool)
     }
 
-    static var migrator: DatabaseMigrator {
-        var m = DatabaseMigrator()
+    static var migrator: VersionedSchema {
+        var m = VersionedSchema()
         m.registerMigration("v1") { db in
             try db.execute(sql: """
                 CREATE TABLE segments (
@@ -156,7 +157,6 @@ public final class NetworkDatabase: Sendable {
                     sequence INTEGER NOT NULL
                 );
                 """)
-            try db.execute(sql: "PRAGMA user_version = 2")
         }
         return m
     }

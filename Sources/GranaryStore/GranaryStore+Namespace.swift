@@ -54,6 +54,23 @@ extension GranaryStore {
         if let free { releaseData(free) }
     }
 
+    /// Marks an inode read (file data or a directory listing), relatime
+    /// style: atime moves only when it is not newer than mtime or ctime, or
+    /// is a day old, so reads rarely cost a metadata write.
+    public func accessed(_ ino: UInt64) {
+        metaLock.lock(); defer { metaLock.unlock() }
+        guard let rec = inodes[ino] else { return }
+        let now = wallClockNanos()
+        let a = rec.attr
+        guard a.atime <= a.mtime || a.atime <= a.ctime || now - a.atime >= 86_400_000_000_000 else { return }
+        rec.attr.atime = now
+        if files[ino] != nil {
+            needsPersist.insert(ino)  // written with the file's next persist
+        } else if rec.attr.nlink > 0 {
+            do { try metaWrite { db in try writeInodeRow(db, rec) } } catch {}
+        }
+    }
+
     public func getattr(_ ino: UInt64) throws(FSError) -> InodeAttributes {
         metaLock.lock(); defer { metaLock.unlock() }
         guard let rec = inodes[ino] else { throw .notFound }
@@ -91,7 +108,14 @@ extension GranaryStore {
         guard let rec = inodes[ino] else { throw .notFound }
         let now = wallClockNanos()
         var a = rec.attr
-        if let m = c.mode { a.mode = (a.mode & UInt32(S_IFMT)) | (m & 0o7777) }
+        var acl: [UInt8]?
+        if let m = c.mode {
+            a.mode = (a.mode & UInt32(S_IFMT)) | (m & 0o7777)
+            if let v = rec.xattrs[PosixACL.accessName], var parsed = PosixACL(xattr: v) {
+                parsed.applyChmod(a.mode)
+                acl = parsed.xattr
+            }
+        }
         if let u = c.uid { a.uid = u }
         if let g = c.gid { a.gid = g }
         if let t = c.atime { a.atime = t }
@@ -100,7 +124,14 @@ extension GranaryStore {
         a.ctime = c.ctime ?? now
         if let s = c.size { a.size = s }
         rec.attr = a
-        try metaWrite { db in try writeInodeRow(db, rec) }
+        try metaWrite { db in
+            try writeInodeRow(db, rec)
+            if let acl {
+                try db.execute(sql: "INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
+                               arguments: [Int64(bitPattern: ino), Data(PosixACL.accessName), Data(acl)])
+            }
+        }
+        if let acl { rec.xattrs[PosixACL.accessName] = acl }
         return a
     }
 
@@ -108,25 +139,41 @@ extension GranaryStore {
 
     /// Ownership and mode of a new inode, as Linux does it: the caller owns
     /// it; in a setgid directory it takes the directory's group, and a new
-    /// directory keeps the setgid bit.
-    private func newAttributes(parent: InodeRecord, mode: UInt32, caller: Caller, rdev: UInt64 = 0) -> InodeAttributes {
+    /// directory keeps the setgid bit. Under a directory with a default ACL
+    /// the mode meets that ACL and the inode inherits it (a directory also as
+    /// its default); otherwise the caller's umask applies.
+    private func newAttributes(parent: InodeRecord, mode: UInt32, caller: Caller, rdev: UInt64 = 0)
+        -> (attr: InodeAttributes, xattrs: [FileName: [UInt8]]) {
         let now = wallClockNanos()
         var gid = caller.gid
         var mode = mode
+        let isDir = mode & UInt32(S_IFMT) == UInt32(S_IFDIR)
+        var xattrs: [FileName: [UInt8]] = [:]
+        if mode & UInt32(S_IFMT) != UInt32(S_IFLNK) {
+            if let d = parent.xattrs[PosixACL.defaultName], var acl = PosixACL(xattr: d) {
+                mode = acl.applyCreate(mode: mode)
+                if !acl.isEquivalentToMode { xattrs[PosixACL.accessName] = acl.xattr }
+                if isDir { xattrs[PosixACL.defaultName] = d }
+            } else {
+                mode &= ~(caller.umask & 0o777)
+            }
+        }
         if parent.attr.mode & UInt32(S_ISGID) != 0 {
             gid = parent.attr.gid
-            if mode & UInt32(S_IFMT) == UInt32(S_IFDIR) { mode |= UInt32(S_ISGID) }
+            if isDir { mode |= UInt32(S_ISGID) }
         }
-        let isDir = mode & UInt32(S_IFMT) == UInt32(S_IFDIR)
         let ino = nextIno
         nextIno += 1
-        return InodeAttributes(ino: ino, mode: mode, uid: caller.uid, gid: gid, nlink: isDir ? 2 : 1, size: 0,
-                               rdev: rdev, atime: now, mtime: now, ctime: now)
+        let attr = InodeAttributes(ino: ino, mode: mode, uid: caller.uid, gid: gid, nlink: isDir ? 2 : 1, size: 0,
+                                   rdev: rdev, atime: now, mtime: now, ctime: now)
+        return (attr, xattrs)
     }
 
-    private func insertLocked(parent dir: InodeRecord, name: FileName, attr: InodeAttributes, target: [UInt8]? = nil) throws(FSError) -> InodeRecord {
+    private func insertLocked(parent dir: InodeRecord, name: FileName, attr: InodeAttributes, xattrs: [FileName: [UInt8]] = [:],
+                              target: [UInt8]? = nil) throws(FSError) -> InodeRecord {
         let rec = InodeRecord(attr: attr)
         rec.target = target
+        rec.xattrs = xattrs
         rec.lookups = 1
         if attr.isDirectory { rec.parent = dir.attr.ino; dir.attr.nlink += 1 }
         let cookie = nextCookie
@@ -138,6 +185,10 @@ extension GranaryStore {
             try writeInodeRow(db, dir)
             try db.execute(sql: "INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
                            arguments: [Int64(bitPattern: dir.attr.ino), Data(name), Int64(bitPattern: attr.ino), cookie])
+            for (n, v) in xattrs {
+                try db.execute(sql: "INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
+                               arguments: [Int64(bitPattern: attr.ino), Data(n), Data(v)])
+            }
         }
         dir.entries![name] = DirectoryEntry(ino: attr.ino, cookie: cookie)
         inodes[attr.ino] = rec
@@ -153,8 +204,8 @@ extension GranaryStore {
         if dir.entries![name] != nil || name == [0x2e] || name == [0x2e, 0x2e] { throw .exists }
         var m = mode
         if m & UInt32(S_IFMT) == 0 { m |= UInt32(S_IFREG) }
-        let attr = newAttributes(parent: dir, mode: m, caller: caller, rdev: rdev)
-        return try insertLocked(parent: dir, name: name, attr: attr).attr
+        let new = newAttributes(parent: dir, mode: m, caller: caller, rdev: rdev)
+        return try insertLocked(parent: dir, name: name, attr: new.attr, xattrs: new.xattrs).attr
     }
 
     /// create(): a new regular file, opened.
@@ -169,8 +220,8 @@ extension GranaryStore {
         metaLock.lock(); defer { metaLock.unlock() }
         let dir = try directory(parent)
         if dir.entries![name] != nil || name == [0x2e] || name == [0x2e, 0x2e] { throw .exists }
-        let attr = newAttributes(parent: dir, mode: UInt32(S_IFDIR) | (mode & 0o7777), caller: caller)
-        return try insertLocked(parent: dir, name: name, attr: attr).attr
+        let new = newAttributes(parent: dir, mode: UInt32(S_IFDIR) | (mode & 0o7777), caller: caller)
+        return try insertLocked(parent: dir, name: name, attr: new.attr, xattrs: new.xattrs).attr
     }
 
     public func symlink(target: [UInt8], parent: UInt64, name: FileName, caller: Caller) throws(FSError) -> InodeAttributes {
@@ -179,7 +230,7 @@ extension GranaryStore {
         metaLock.lock(); defer { metaLock.unlock() }
         let dir = try directory(parent)
         if dir.entries![name] != nil { throw .exists }
-        var attr = newAttributes(parent: dir, mode: UInt32(S_IFLNK) | 0o777, caller: caller)
+        var attr = newAttributes(parent: dir, mode: UInt32(S_IFLNK) | 0o777, caller: caller).attr
         attr.size = UInt64(target.count)
         return try insertLocked(parent: dir, name: name, attr: attr, target: target).attr
     }
@@ -439,7 +490,10 @@ extension GranaryStore {
     public static let xattrCreate: Int32 = 1
     public static let xattrReplace: Int32 = 2
 
-    public func setxattr(_ ino: UInt64, name: FileName, value: [UInt8], flags: Int32) throws(FSError) {
+    /// Sets an extended attribute. An access ACL also sets the mode's
+    /// permission bits; `dropSetgid` (the caller is outside the file's group
+    /// and unprivileged) clears set-group-ID as well, as Linux does.
+    public func setxattr(_ ino: UInt64, name: FileName, value: [UInt8], flags: Int32, dropSetgid: Bool = false) throws(FSError) {
         if name.count > 255 || name.isEmpty { throw .range }
         if value.count > 65536 { throw FSError(E2BIG) }
         metaLock.lock(); defer { metaLock.unlock() }
@@ -447,13 +501,31 @@ extension GranaryStore {
         let exists = rec.xattrs[name] != nil
         if flags & Self.xattrCreate != 0 && exists { throw .exists }
         if flags & Self.xattrReplace != 0 && !exists { throw .noData }
-        rec.attr.ctime = wallClockNanos()
+        var stored: [UInt8]? = value
+        var attr = rec.attr
+        if name == PosixACL.accessName || name == PosixACL.defaultName {
+            guard let acl = PosixACL(xattr: value) else { throw .invalid }
+            if name == PosixACL.defaultName {
+                guard attr.isDirectory else { throw .access }
+            } else {
+                // The mode follows the ACL; an ACL the mode says in full is not kept.
+                attr.mode = (attr.mode & ~UInt32(0o777)) | acl.modeBits
+                if dropSetgid { attr.mode &= ~UInt32(S_ISGID) }
+                if acl.isEquivalentToMode { stored = nil }
+            }
+        }
+        attr.ctime = wallClockNanos()
+        rec.attr = attr
         try metaWrite { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
-                           arguments: [Int64(bitPattern: ino), Data(name), Data(value)])
+            if let stored {
+                try db.execute(sql: "INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
+                               arguments: [Int64(bitPattern: ino), Data(name), Data(stored)])
+            } else {
+                try db.execute(sql: "DELETE FROM xattr WHERE ino = ? AND name = ?", arguments: [Int64(bitPattern: ino), Data(name)])
+            }
             try writeInodeRow(db, rec)
         }
-        rec.xattrs[name] = value
+        rec.xattrs[name] = stored
     }
 
     public func getxattr(_ ino: UInt64, name: FileName) throws(FSError) -> [UInt8] {

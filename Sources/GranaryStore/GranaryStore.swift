@@ -33,7 +33,11 @@ public struct StoreOpenError: Error, CustomStringConvertible {
 public struct Caller: Sendable {
     public var uid: UInt32
     public var gid: UInt32
-    public init(uid: UInt32, gid: UInt32) { self.uid = uid; self.gid = gid }
+    /// Permission bits a new inode loses when its directory has no default
+    /// ACL: the caller's umask when the kernel leaves it to the file system
+    /// (FUSE_CAP_DONT_MASK), else 0 (the kernel already applied it).
+    public var umask: UInt32
+    public init(uid: UInt32, gid: UInt32, umask: UInt32 = 0) { self.uid = uid; self.gid = gid; self.umask = umask }
 }
 
 /// The renter's file system state: metadata (meta.db, mirrored in memory for

@@ -1,12 +1,13 @@
 import GRDB
+import GranaryDatabase
 
 /// meta.db's schema. Migrations only ever append; `schemaVersion` is the
 /// number of migrations applied, readable by tools.
 enum MetaSchema {
-    static let schemaVersion = 1
+    static var schemaVersion: Int { migrator.version }
 
-    static var migrator: DatabaseMigrator {
-        var m = DatabaseMigrator()
+    static var migrator: VersionedSchema {
+        var m = VersionedSchema()
         m.registerMigration("v1: inodes, entries, xattrs, chunks, blobs, segments") { db in
             try db.execute(sql: """
                 CREATE TABLE inode (

@@ -26,7 +26,7 @@ final class MountFixture: @unchecked Sendable {
     }
 
     func start(uploadIdle: Double = 1) throws {
-        let c = try ChildProcess.granary(["mount", mountpoint, "--state", state, "--local-segments", segments,
+        let c = try ChildProcess.granary(["mount", mountpoint, "--state", state, "--local-segments", segments, "--plain-key",
                                           "--upload-idle", String(uploadIdle), "--read-timeout", "5"], name: "granary-mount")
         child = c
         _ = try c.waitForLine(timeout: 30) { $0.hasPrefix("granary mount ready at") }

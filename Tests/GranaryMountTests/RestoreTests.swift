@@ -40,7 +40,7 @@ import Testing
         init(state: String, mnt: String, seed: String) throws {
             self.mnt = mnt
             child = try ChildProcess.granary(["mount", mnt, "--state", state, "--bootstrap", seed, "--scheme", "2/3/4/5",
-                                              "--upload-idle", "0.5", "--metadata-backup-interval", "0"],
+                                              "--upload-idle", "0.5", "--metadata-backup-interval", "0", "--plain-key"],
                                              name: "mount", environment: RestoreTests.env)
             _ = try child.waitForLine(timeout: 120) { $0.hasPrefix("granary mount ready at") }
         }
@@ -123,7 +123,7 @@ import Testing
         let badKey = dir.path + "/bad.key"
         #expect(Shell.run("head -c 16 /dev/urandom > '\(badKey)' && chmod 600 '\(badKey)'").status == 0)
         let bad = Shell.run("GRANARY_POW_BITS=4 '\(bin)' restore --bootstrap \(net.seedAddress) --key '\(badKey)' --state '\(dir.path)/nowhere'", timeout: 60)
-        #expect(bad.status != 0 && bad.output.contains("not a renter key"), "\(bad.output)")
+        #expect(bad.status != 0 && bad.output.contains("not a Granary key file"), "\(bad.output)")
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/nowhere/meta.db"))
 
         let restored = dir.path + "/restored"
@@ -145,7 +145,7 @@ import Testing
 
         // Damage every piece of the newest snapshot on the farmers: half
         // altered, half truncated. Its manifest says where they are.
-        let keys = RenterKeys(master: [UInt8](try Data(contentsOf: URL(fileURLWithPath: keyFile))))
+        let keys = try KeyFile.read(keyFile).unlock { nil }
         let restorer = try await MetadataRestorer.connect(keys: keys, bootstrap: [net.seedAddress], difficulty: 4)
         let pointer = try await restorer.pointer()
         #expect(pointer.entries.map(\.sequence) == [second, first, one])

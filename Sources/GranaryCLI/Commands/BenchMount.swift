@@ -151,7 +151,7 @@ struct BenchMountProcess {
     init(mountpoint: String, state: String, segments: String, writeback: Bool) throws {
         self.mountpoint = mountpoint
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["mount", mountpoint, "--state", state, "--local-segments", segments] + (writeback ? ["--writeback-cache"] : [])
+        process.arguments = ["mount", mountpoint, "--state", state, "--local-segments", segments, "--plain-key"] + (writeback ? ["--writeback-cache"] : [])
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice

@@ -10,11 +10,11 @@ final class ManagedChild: @unchecked Sendable {  // Process is thread-safe for t
 
     private init(logPath: String?) { self.logPath = logPath }
 
-    static func start(arguments: [String], log: String?) throws -> ManagedChild {
+    static func start(arguments: [String], log: String?, environment extra: [String: String] = [:]) throws -> ManagedChild {
         let child = ManagedChild(logPath: log)
         child.process.executableURL = URL(fileURLWithPath: CommandLine.executablePath)
         child.process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
+        var env = ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
         env["GRANARY_PARENT_PID"] = String(getpid())
         child.process.environment = env
         if let log {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GranaryCore
+import GranaryDHT
 import GranaryFS
 import GranaryRenter
 import GranaryStore
@@ -30,6 +31,13 @@ struct MountCommand: AsyncParsableCommand {
     @Option(name: .customLong("metadata-backup-interval"),
             help: "Seconds between metadata snapshots when something changed (0: only on `granary flush`).")
     var metadataBackupInterval: Double = 600
+    @Option(name: .customLong("passphrase-file"), help: "Read the key file's passphrase from this file (else GRANARY_PASSPHRASE, else a prompt on a terminal).")
+    var passphraseFile: String?
+    @Flag(name: .customLong("plain-key"), help: "When the state folder has no key yet, create one without a passphrase.")
+    var plainKey = false
+    @Flag(name: .customLong("take-over"), help: "Mount even though another machine holds this key's lease (it is told it lost it).")
+    var takeOver = false
+    @Option(name: .customLong("lease-renew"), help: .hidden) var leaseRenew: Double = 30
 
     static var defaultState: String { (ProcessInfo.processInfo.environment["HOME"] ?? ".") + "/.granary/renter" }
 
@@ -46,10 +54,16 @@ struct MountCommand: AsyncParsableCommand {
         options.uploadIdle = uploadIdle
         options.readTimeout = readTimeout
         options.writebackCache = writebackCache
+        options.keyAccess = KeyAccess(passphrase: PassphraseSource(file: passphraseFile), plainIfNew: plainKey)
         let localSegments = self.localSegments, bootstrap = self.bootstrap, stateDirectory = state
         let backupInterval = metadataBackupInterval
+        let takeOver = self.takeOver, renew = Duration.milliseconds(Int64(max(0.1, leaseRenew) * 1000))
+        let absoluteState = URL(fileURLWithPath: state).standardizedFileURL.path
         try await MountSession.run(options) { keys in
             if let localSegments {
+                // No network, so no lease: nothing stops a second machine
+                // mounting the same key on its own folder.
+                print("granary mount: local segments, no network: no mount lease is taken")
                 return MountBackend(segments: try FolderSegmentStore(directory: localSegments))
             }
             // The renter's identity follows from its master key, so a restore
@@ -57,9 +71,24 @@ struct MountCommand: AsyncParsableCommand {
             let identity = keys.nodeIdentity(difficulty: NodeIdentity.configuredDifficulty)
             print("granary mount: joining the network through \(bootstrap.joined(separator: ", ")) and forming contracts (scheme \(redundancy))")
             fflush(nil)
-            let engine = try await RenterEngine.start(stateDirectory: stateDirectory + "/network", identity: identity,
-                                                      bootstrap: bootstrap, scheme: redundancy)
-            return MountBackend(segments: engine.segments, extraStatus: { engine.status().summary }, stop: { await engine.stop() },
+            // The lease is taken as soon as the DHT is joined: a refused
+            // second mount forms no contracts and opens no database.
+            let leaseBox = LeaseBox()
+            let engine: RenterEngine
+            do {
+                engine = try await RenterEngine.start(stateDirectory: stateDirectory + "/network", identity: identity,
+                                                      bootstrap: bootstrap, scheme: redundancy) { node in
+                    leaseBox.lease = try await MountLease.acquire(node: node, keys: keys, stateDirectory: absoluteState,
+                                                                  takeOver: takeOver, renewInterval: renew)
+                }
+            } catch {
+                await leaseBox.lease?.release()
+                throw error
+            }
+            guard let lease = leaseBox.lease else { throw MountFailure("the mount lease was not taken") }
+            return MountBackend(segments: engine.segments,
+                                extraStatus: { engine.status().summary.merging(["lease": lease.summary]) { a, _ in a } },
+                                stop: { await lease.release(); await engine.stop() },
                                 startBackup: { store in await BackupHook.start(engine: engine, store: store, keys: keys, interval: backupInterval) })
         }
     }
@@ -77,6 +106,7 @@ enum MountSession {
         var writebackCache = false
         /// How long Ctrl-C/SIGTERM waits for uploads before unmounting.
         var shutdownFlushSeconds: Double = 30
+        var keyAccess = KeyAccess()
     }
 
     static func run(_ o: Options, backend makeBackend: (RenterKeys) async throws -> MountBackend) async throws {
@@ -103,19 +133,7 @@ enum MountSession {
         }
         defer { close(lockFD) }
 
-        let keyPath = state + "/master.key"
-        let keys: RenterKeys
-        if fm.fileExists(atPath: keyPath) {
-            let bytes = try SecretFile.read(keyPath)
-            guard bytes.count == RenterKeys.masterByteCount else {
-                throw MountFailure("\(keyPath) holds \(bytes.count) bytes, expected \(RenterKeys.masterByteCount): not a renter key")
-            }
-            keys = RenterKeys(master: bytes)
-        } else {
-            keys = RenterKeys.generate()
-            try SecretFile.write(keys.master, to: keyPath)
-            log.notice("created a new renter key at \(keyPath): back it up (`granary key export`), it alone restores your files")
-        }
+        let keys = try o.keyAccess.loadOrCreate(state: state)
 
         var config = StoreConfiguration(stateDirectory: state, cacheBudget: o.cacheBudget)
         config.idleUploadDelay = o.uploadIdle
@@ -194,5 +212,48 @@ extension RenterStatus {
                                                       f.address, state, f.auditScore, f.uptimeScore, latency, f.pieces, f.auditsPassed, f.auditsFailed)
         }
         return out
+    }
+}
+
+/// How a mount gets its key: `STATE/master.key`, opened with a passphrase
+/// when sealed; created when missing (sealed, or plain when asked).
+struct KeyAccess {
+    var passphrase = PassphraseSource()
+    var plainIfNew = false
+
+    func loadOrCreate(state: String) throws -> RenterKeys {
+        let path = RenterKeyFile.path(state: state)
+        if FileManager.default.fileExists(atPath: path) {
+            let opened = try RenterKeyFile.unlock(path, with: passphrase)
+            if opened.file.format == .legacyPlain {
+                Logger(label: "granary.mount").notice("\(path) is an original raw key file without a passphrase; `granary key passphrase --state \(state)` seals it")
+            }
+            return opened.keys
+        }
+        let secret = plainIfNew ? nil : try passphrase.forNewKey(path)
+        if !plainIfNew && secret == nil {
+            throw MountFailure("""
+                there is no renter key in \(state) yet, and no passphrase to protect a new one: set GRANARY_PASSPHRASE or \
+                --passphrase-file FILE, run in a terminal to be asked, create one first with `granary key init --state \(state)`, \
+                or pass --plain-key for a key file without a passphrase
+                """)
+        }
+        let keys = RenterKeys.generate()
+        try RenterKeyFile.create(keys, at: path, passphrase: secret)
+        print("granary mount: created a new renter key at \(path), \(RenterKeyFile.describe(secret)); fingerprint \(keys.fingerprint)")
+        print("  back it up: granary key export --state \(state)   (it alone decrypts and restores your files)")
+        fflush(nil)
+        return keys
+    }
+}
+
+/// Carries the lease out of the engine's `joined` callback. Written once,
+/// before `RenterEngine.start` returns, read after.
+final class LeaseBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: MountLease?
+    var lease: MountLease? {
+        get { lock.withLock { value } }
+        set { lock.withLock { value = newValue } }
     }
 }

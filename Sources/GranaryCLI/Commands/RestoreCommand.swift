@@ -15,7 +15,9 @@ struct RestoreCommand: AsyncParsableCommand {
             """)
 
     @Option(help: "A network node to join, HOST:PORT (a seed or any node; repeatable).") var bootstrap: [String] = []
-    @Option(help: "The renter's key file (master.key).") var key: String
+    @Option(help: "The renter's key file (master.key, or one written by `granary key export --to`).") var key: String
+    @Option(name: .customLong("passphrase-file"), help: "Read the key file's passphrase from this file (else GRANARY_PASSPHRASE, else a prompt on a terminal).")
+    var passphraseFile: String?
     @Option(help: "State folder to rebuild (must not hold a meta.db yet).") var state: String = MountCommand.defaultState
 
     func run() async throws {
@@ -25,7 +27,7 @@ struct RestoreCommand: AsyncParsableCommand {
         if fm.fileExists(atPath: stateDirectory + "/meta.db") {
             throw ValidationError("\(stateDirectory) already holds a meta.db: restore into an empty folder, or move that one away first")
         }
-        let (keys, keyFileBytes) = try RestoreCommand.loadKey(key)
+        let (keys, keyFileBytes) = try RestoreCommand.loadKey(key, passphrase: PassphraseSource(file: passphraseFile))
 
         print("granary restore: joining the network through \(bootstrap.joined(separator: ", "))")
         fflush(nil)
@@ -67,15 +69,13 @@ struct RestoreCommand: AsyncParsableCommand {
         print("  next: granary mount MOUNTPOINT --bootstrap \(bootstrap.joined(separator: " --bootstrap ")) --state \(stateDirectory)")
     }
 
-    /// The key as the mount reads master.key today (32 raw bytes, private
-    /// file); kept in one place so a new key file format changes only this.
-    static func loadKey(_ path: String) throws -> (RenterKeys, [UInt8]) {
+    /// The key, opened as a mount opens master.key (sealed or plain), and
+    /// the file's bytes: the state folder gets the file exactly as given.
+    static func loadKey(_ path: String, passphrase: PassphraseSource) throws -> (RenterKeys, [UInt8]) {
         let bytes: [UInt8]
         do { bytes = try SecretFile.read(path) } catch { throw ValidationError("cannot read the key file: \(error)") }
-        guard bytes.count == RenterKeys.masterByteCount else {
-            throw ValidationError("\(path) holds \(bytes.count) bytes, expected \(RenterKeys.masterByteCount): not a renter key")
-        }
-        return (RenterKeys(master: bytes), bytes)
+        let keys = try RenterKeyFile.unlock(path, with: passphrase).keys
+        return (keys, bytes)
     }
 
     static func format(sequence: UInt64) -> String {

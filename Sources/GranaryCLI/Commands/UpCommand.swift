@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GranaryCore
 
 /// `granary up`: the embedded default. A seed DHT node and farmers on
 /// 127.0.0.1 as children that die with this process, then the mount in the
@@ -21,6 +22,8 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Disk space each farmer sells (e.g. 8G); at least the renter's 4 GiB contract allowance.") var capacity = "8G"
     @Option(help: "Local cache budget for clean chunks (e.g. 1G).") var cacheSize: String?
     @Option(help: "Redundancy k/r/s/n.") var scheme = "4/5/7/8"
+    @Option(name: .customLong("passphrase-file"), help: "The renter key's passphrase (else GRANARY_PASSPHRASE, else a prompt on a terminal).")
+    var passphraseFile: String?
 
     func run() async throws {
         // The embedded network needs less proof of work than production: every
@@ -31,13 +34,17 @@ struct UpCommand: AsyncParsableCommand {
         try network.cleanStale(mountpoint: mountpoint)
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
 
+        // Before any process starts: a sealed key's passphrase is asked (and checked) first.
+        let (keyArgs, keyEnvironment) = try renterKeyArguments()
+
         print("granary up: starting a seed and \(farmers) farmers on 127.0.0.1 (logs in \(state)/logs)")
         try network.start()
         print("granary up: seed at \(network.seedAddress); farmers \(network.farmerAddresses.joined(separator: " "))")
 
         var mountArgs = ["mount", mountpoint, "--bootstrap", network.seedAddress, "--state", state + "/renter", "--scheme", scheme]
         if let cacheSize { mountArgs += ["--cache-size", cacheSize] }
-        let mount = try ManagedChild.start(arguments: mountArgs, log: nil)
+        mountArgs += keyArgs
+        let mount = try ManagedChild.start(arguments: mountArgs, log: nil, environment: keyEnvironment)
         print("""
             granary up: mounting at \(mountpoint) (Ctrl-C to flush, unmount and stop)
               use it like any folder:   cp -a ~/Documents \(mountpoint)/
@@ -47,5 +54,32 @@ struct UpCommand: AsyncParsableCommand {
         let status = await SignalForwarding.run(foreground: mount, onStop: { network.stop() })
         network.stop()
         if status != 0 { throw ExitCode(status) }
+    }
+
+    /// `up` never blocks on a prompt it does not need: with no key yet and no
+    /// passphrase given, the renter key is created plain (said so); a sealed
+    /// key is opened with --passphrase-file, GRANARY_PASSPHRASE, or a prompt
+    /// here on the terminal, and the mount child gets the passphrase in its
+    /// environment (the child's stdin is not the terminal's).
+    private func renterKeyArguments() throws -> ([String], [String: String]) {
+        let keyPath = RenterKeyFile.path(state: state + "/renter")
+        let source = PassphraseSource(file: passphraseFile)
+        if !FileManager.default.fileExists(atPath: keyPath) {
+            if source.isGivenNonInteractively {
+                return (passphraseFile.map { ["--passphrase-file", $0] } ?? [], [:])
+            }
+            print("""
+                granary up: creating the renter key \(keyPath) WITHOUT a passphrase (a plain file, mode 0600): \
+                anyone who can read it can read your files. To seal it: granary key passphrase --state \(state)/renter
+                """)
+            return (["--plain-key"], [:])
+        }
+        let file = try KeyFile.read(keyPath)
+        guard file.isProtected else { return ([], [:]) }
+        guard let secret = try source.forUnlocking(keyPath) else { throw KeyFileError.passphraseRequired(path: keyPath) }
+        _ = try file.unlock { secret }  // a wrong passphrase fails here, before the network starts
+        if let passphraseFile { return (["--passphrase-file", passphraseFile], [:]) }
+        if source.isGivenNonInteractively { return ([], [:]) }  // GRANARY_PASSPHRASE, inherited
+        return ([], [PassphraseSource.environmentName: String(decoding: secret, as: UTF8.self)])
     }
 }
