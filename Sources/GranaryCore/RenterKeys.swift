@@ -54,6 +54,13 @@ public struct RenterKeys: Sendable {
     /// Seals metadata snapshots.
     public var metadataKey: [UInt8] { derive(.metadata) }
 
+    /// Signs the renter's metadata pointer in the DHT. Derived from the
+    /// metadata subkey alone, with no proof of work, so that the key alone
+    /// finds the pointer whatever difficulty the network requires.
+    public var metadataSigningIdentity: NodeIdentity {
+        NodeIdentity(seed: Blake2b.hash256(Array("granary-metadata-signing".utf8), key: metadataKey).bytes)
+    }
+
     /// The renter's node identity, found deterministically from the master
     /// secret: the first of seed_0, seed_1, ... (see `NodeIdentity.derive`)
     /// whose key meets `difficulty` bits of proof of work.

@@ -25,6 +25,9 @@
 // Values ≤ 1 KiB, keys ≤ 256 B, lifetime ≤ 7 days; the owner republishes every
 // `republishInterval`; higher `sequence` replaces lower; records are verified
 // (owner's signature, proof of work, expiry) before `getRecord` returns them.
+// Under keys starting with `SignedRecord.keyOnlyPrefix` the owner is a bare
+// key without proof of work, and `putRecord(..., signedBy:)` signs with it
+// (a renter's metadata pointer, findable from its master key alone).
 //
 // ## Market
 // Renter:

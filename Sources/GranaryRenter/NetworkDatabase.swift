@@ -142,6 +142,22 @@ public final class NetworkDatabase: Sendable {
                 """)
             try db.execute(sql: "PRAGMA user_version = 1")
         }
+        // Metadata snapshots (see MetadataBackup): their segments are kept
+        // apart from the Store's so garbage collection never takes them.
+        m.registerMigration("v2: metadata snapshots") { db in
+            try db.execute(sql: """
+                CREATE TABLE metadata_snapshots (
+                    sequence INTEGER PRIMARY KEY,
+                    created REAL NOT NULL,
+                    change_token BLOB NOT NULL,
+                    manifest BLOB NOT NULL
+                );
+                CREATE TABLE metadata_snapshot_segments (
+                    segment BLOB PRIMARY KEY,
+                    sequence INTEGER NOT NULL
+                );
+                """)
+        }
         return m
     }
 
@@ -226,7 +242,9 @@ public final class NetworkDatabase: Sendable {
 
     public func durableSegmentIDs() throws -> [SegmentID] {
         try pool.read { db in
-            try Data.fetchAll(db, sql: "SELECT id FROM segments WHERE state = 'durable'").map(Hash256.init(data:))
+            try Data.fetchAll(db, sql: """
+                SELECT id FROM segments WHERE state = 'durable' AND id NOT IN (SELECT segment FROM metadata_snapshot_segments)
+                """).map(Hash256.init(data:))
         }
     }
 

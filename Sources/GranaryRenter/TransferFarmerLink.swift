@@ -103,6 +103,15 @@ public actor TransferFarmerLink: FarmerLink {
         }
     }
 
+    /// Reads a piece range from a farmer known only by its contact (a
+    /// restore, before network.db exists); the farmer serves it because this
+    /// link's identity is the renter of the piece's contract.
+    public nonisolated func read(pieceID: Hash256, root: Hash256, pieceSize: Int, range: Range<Int>, farmer: FarmerContact) async throws -> [UInt8] {
+        try await withClient(farmer, piece: pieceID) { client in
+            try await client.readRange(pieceID: pieceID, root: root, pieceSize: pieceSize, range: range)
+        }
+    }
+
     public nonisolated func delete(pieceID: Hash256, contract: ContractRecord) async throws {
         let existed = try await withClient(contract.farmer, piece: pieceID) { client in try await client.deletePiece(pieceID: pieceID) }
         if !existed { throw FarmerLinkError.pieceNotFound(pieceID) }

@@ -80,13 +80,18 @@ public final class ControlServer: @unchecked Sendable {
     public let path: String
     let store: GranaryStore
     let extra: @Sendable () -> [String: String]
+    /// Runs after a flush that finished (the metadata snapshot); its
+    /// answer is shown to `granary flush`, its error fails the flush.
+    let afterFlush: (@Sendable () throws -> String)?
     private let fd: Int32
     private let log = Logger(label: "granary.control")
 
-    public init(stateDirectory: String, store: GranaryStore, extra: @escaping @Sendable () -> [String: String] = { [:] }) throws {
+    public init(stateDirectory: String, store: GranaryStore, extra: @escaping @Sendable () -> [String: String] = { [:] },
+                afterFlush: (@Sendable () throws -> String)? = nil) throws {
         path = stateDirectory + "/control.sock"
         self.store = store
         self.extra = extra
+        self.afterFlush = afterFlush
         guard var addr = makeAddress(path) else { throw ControlError("control socket path too long: \(path)") }
         unlink(path)
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -133,7 +138,17 @@ public final class ControlServer: @unchecked Sendable {
             let ok = store.flush { st in
                 if alive { alive = writeLine(c, ControlMessage(status: st)) }
             }
-            _ = writeLine(c, ControlMessage(status: store.status(), done: ok, error: ok ? nil : "flush did not finish"))
+            guard ok, let afterFlush else {
+                _ = writeLine(c, ControlMessage(status: store.status(), done: ok, error: ok ? nil : "flush did not finish"))
+                return
+            }
+            do {
+                let note = try afterFlush()
+                _ = writeLine(c, ControlMessage(status: store.status(), done: true, extra: ["flush.metadata": note]))
+            } catch {
+                _ = writeLine(c, ControlMessage(status: store.status(), done: false,
+                                                error: "data is durable, but the metadata snapshot failed: \(error)"))
+            }
         case "compact":
             let report = store.compact()
             let failed = report == nil ? "the mount is stopping; compaction did not run" :

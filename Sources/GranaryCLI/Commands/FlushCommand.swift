@@ -10,6 +10,7 @@ struct FlushCommand: AsyncParsableCommand {
     func run() async throws {
         var start: UInt64?
         var failure: String?
+        var metadata: String?
         let tty = isatty(STDERR_FILENO) == 1
         try ControlClient.request(stateDirectory: state, command: "flush") { m in
             if let s = m.status {
@@ -22,9 +23,11 @@ struct FlushCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data(((tty ? "\r" : "") + line + (tty ? "" : "\n")).utf8))
             }
             if m.done == false || m.error != nil { failure = m.error ?? "flush did not finish" }
+            if let note = m.extra?["flush.metadata"] { metadata = note }
         }
         FileHandle.standardError.write(Data("\n".utf8))
         if let failure { throw ValidationError(failure) }
         print("everything is durable")
+        if let metadata { print(metadata) }
     }
 }

@@ -34,6 +34,9 @@ struct MountCommand: AsyncParsableCommand {
     @Option(name: .customLong("upload-idle"), help: .hidden) var uploadIdle: Double = 2
     @Option(name: .customLong("read-timeout"), help: .hidden) var readTimeout: Double = 30
     @Flag(name: .customLong("writeback-cache"), help: .hidden) var writebackCache = false
+    @Option(name: .customLong("metadata-backup-interval"),
+            help: "Seconds between metadata snapshots when something changed (0: only on `granary flush`).")
+    var metadataBackupInterval: Double = 600
     @Option(name: .customLong("passphrase-file"), help: "Read the key file's passphrase from this file (else GRANARY_PASSPHRASE, else a prompt on a terminal).")
     var passphraseFile: String?
     @Flag(name: .customLong("plain-key"), help: "When the state folder has no key yet, create one without a passphrase.")
@@ -69,6 +72,7 @@ struct MountCommand: AsyncParsableCommand {
         options.compaction.interval = compactInterval
         options.keyAccess = KeyAccess(passphrase: PassphraseSource(file: passphraseFile), plainIfNew: plainKey)
         let localSegments = self.localSegments, bootstrap = self.bootstrap, stateDirectory = state
+        let backupInterval = metadataBackupInterval
         let takeOver = self.takeOver, renew = Duration.milliseconds(Int64(max(0.1, leaseRenew) * 1000))
         let absoluteState = URL(fileURLWithPath: state).standardizedFileURL.path
         try await MountSession.run(options) { keys in
@@ -105,7 +109,8 @@ struct MountCommand: AsyncParsableCommand {
                                     let lease = leaseBox.lease?.summary ?? "not taken yet: the network has not been joined"
                                     return engine.status().summary.merging(["lease": lease]) { a, _ in a }
                                 },
-                                stop: { await leaseBox.lease?.release(); await engine.stop() })
+                                stop: { await leaseBox.lease?.release(); await engine.stop() },
+                                startBackup: { store in await BackupHook.start(engine: engine, store: store, keys: keys, interval: backupInterval) })
         }
     }
 }
@@ -159,7 +164,8 @@ enum MountSession {
         let backend = try await makeBackend(keys)
         let segments = backend.segments
         let store = try GranaryStore(configuration: config, segments: segments, keys: keys)
-        let control = try ControlServer(stateDirectory: state, store: store, extra: backend.extraStatus)
+        let backup = await backend.startBackup?(store)
+        let control = try ControlServer(stateDirectory: state, store: store, extra: backend.extraStatus, afterFlush: backup?.afterFlush)
         defer { control.close() }
 
         var fsOptions = MountOptions(mountpoint: mountpoint)
@@ -191,6 +197,7 @@ enum MountSession {
         if st.dirtyBytes > 0 {
             log.notice("\(st.dirtyBytes) bytes stay in the local cache and upload on the next mount")
         }
+        await backup?.stop()
         await backend.stop()
         try result.get()
     }
@@ -208,6 +215,8 @@ struct MountBackend: Sendable {
     var segments: any SegmentStore
     var extraStatus: @Sendable () -> [String: String] = { [:] }
     var stop: @Sendable () async -> Void = {}
+    /// Starts metadata backups once the store is open (network mounts).
+    var startBackup: (@Sendable (GranaryStore) async -> BackupHook?)?
 }
 
 extension RenterStatus {
