@@ -30,9 +30,7 @@ import Testing
 
     @Test(.timeLimit(.minutes(6)))
     func mountStartsBeforeTheNetworkAndUploadsOnceFarmersAppear() throws {
-        guard FileManager.default.fileExists(atPath: "/dev/fuse"), getuid() == 0 else {
-            throw TestSupportError.missing("the mount tests run as root with /dev/fuse")
-        }
+        try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
         let dir = TemporaryDirectory("granary-late")
         let state = dir.path + "/renter", mnt = dir.sub("mnt")

@@ -12,9 +12,7 @@ import Testing
 
     @Test(.timeLimit(.minutes(5)))
     func secondMountOfOneKeyIsRefusedUntilTakeOver() throws {
-        guard FileManager.default.fileExists(atPath: "/dev/fuse"), getuid() == 0 else {
-            throw TestSupportError.missing("the mount tests need /dev/fuse and root")
-        }
+        try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
         let dir = TemporaryDirectory("granary-lease")
         var processes: [ChildProcess] = []

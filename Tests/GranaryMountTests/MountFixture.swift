@@ -15,10 +15,7 @@ final class MountFixture: @unchecked Sendable {
 
     init(uploadIdle: Double = 1, extraArguments: [String] = []) throws {
         self.extraArguments = extraArguments
-        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
-            throw TestSupportError.missing("/dev/fuse is missing: the mount tests need FUSE (run as root on a machine with /dev/fuse)")
-        }
-        guard getuid() == 0 else { throw TestSupportError.missing("the mount tests run as root (allow_other, permission checks as other users)") }
+        try FuseEnvironment.require()
         dir = TemporaryDirectory("granary-mount")
         chmod(dir.path, 0o755)  // other users (permission tests) must reach the mount
         let base = (dir.path as NSString).standardizingPath

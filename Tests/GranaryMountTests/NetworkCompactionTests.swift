@@ -9,9 +9,7 @@ import Testing
 @Suite(.serialized) struct NetworkCompactionTests {
     @Test(.timeLimit(.minutes(5)))
     func deleteThreeQuartersCompactFreesPiecesAndContractBytes() throws {
-        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
-            throw TestSupportError.missing("/dev/fuse is missing: `granary up` needs FUSE")
-        }
+        try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
         let dir = TemporaryDirectory("granary-up-gc")
         let state = dir.path + "/state", mnt = dir.path + "/mnt", refs = dir.sub("refs")

@@ -80,9 +80,7 @@ import Testing
 
     @Test(.timeLimit(.minutes(5)))
     func restoreFromTheKeyAloneAndFallBackFromADamagedSnapshot() async throws {
-        guard FileManager.default.fileExists(atPath: "/dev/fuse"), getuid() == 0 else {
-            throw TestSupportError.missing("the restore test mounts through /dev/fuse as root")
-        }
+        try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
         let dir = TemporaryDirectory("granary-restore")
         let net = try Network(dir: dir, farmers: 5)

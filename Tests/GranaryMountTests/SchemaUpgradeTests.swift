@@ -128,9 +128,7 @@ import Testing
 
     @Test(.timeLimit(.minutes(3)))
     func oldMetaDatabaseMigratesAndMountsANewerOneIsRefused() throws {
-        guard FileManager.default.fileExists(atPath: "/dev/fuse"), getuid() == 0 else {
-            throw TestSupportError.missing("the mount tests need /dev/fuse and root")
-        }
+        try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
         let dir = TemporaryDirectory("granary-schema")
         let state = dir.path + "/state", mnt = dir.path + "/mnt", segments = dir.path + "/segments"

@@ -139,3 +139,15 @@ public final class TemporaryDirectory: @unchecked Sendable {
     }
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
+
+/// The mount tests' precondition: /dev/fuse and root (allow_other, and
+/// permission checks as other users). Fails with that message instead of
+/// skipping, so a machine without FUSE cannot pass them silently.
+public enum FuseEnvironment {
+    public static func require(_ who: String = "the mount tests") throws {
+        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
+            throw TestSupportError.missing("/dev/fuse is missing: \(who) need FUSE (run as root on a machine with /dev/fuse)")
+        }
+        guard getuid() == 0 else { throw TestSupportError.missing("\(who) run as root (allow_other, permission checks as other users)") }
+    }
+}
