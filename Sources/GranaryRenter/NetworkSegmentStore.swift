@@ -340,6 +340,18 @@ public final class NetworkSegmentStore: SegmentStore {
 
     public func list() async throws -> [SegmentID] { try db.durableSegmentIDs() }
 
+    /// The active contracts' allowance, in segment bytes: each segment
+    /// costs n/k times its size in pieces. Nil while no contract exists,
+    /// so statfs falls back to the cache disk rather than reporting zero.
+    public func capacity() -> SegmentCapacity? {
+        guard let rows = try? db.contracts(), !rows.isEmpty else { return nil }
+        let scheme = config.scheme
+        let allowance = rows.reduce(Int64(0)) { $0 + max(0, $1.record.allowance) }
+        let used = rows.reduce(Int64(0)) { $0 + max(0, $1.used) }
+        func data(_ pieceBytes: Int64) -> UInt64 { UInt64(pieceBytes) / UInt64(scheme.n) * UInt64(scheme.k) }
+        return SegmentCapacity(total: data(allowance), used: data(used))
+    }
+
     /// Deletes pieces marked for release on their farmers. A piece whose
     /// farmer is disqualified or whose contract is gone is simply forgotten
     /// (the farmer drops it at contract end); others are retried later.

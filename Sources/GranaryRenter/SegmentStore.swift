@@ -40,8 +40,20 @@ public protocol SegmentStore: Sendable {
     func delete(_ id: SegmentID) async throws
     /// Every segment this store holds (for garbage collection of orphans).
     func list() async throws -> [SegmentID]
+    /// How much user data the store can hold and holds now, for statfs;
+    /// nil when it has no limit of its own (a local folder).
+    func capacity() -> SegmentCapacity?
+}
+
+/// Capacity in bytes of segment data (before erasure coding expands it).
+public struct SegmentCapacity: Sendable, Equatable {
+    public var total: UInt64
+    public var used: UInt64
+    public init(total: UInt64, used: UInt64) { self.total = total; self.used = used }
+    public var free: UInt64 { total > used ? total - used : 0 }
 }
 
 public extension SegmentStore {
     static var maxSegmentSize: Int { 64 << 20 }
+    func capacity() -> SegmentCapacity? { nil }
 }

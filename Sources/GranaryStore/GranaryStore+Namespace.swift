@@ -559,12 +559,19 @@ extension GranaryStore {
 
     // MARK: file system
 
-    /// statfs: the cache disk's capacity, the limit on what can be written
-    /// before the uploader drains it.
+    /// statfs: the capacity and free space of the renter's contracts (in
+    /// bytes of data, before erasure coding), with what can be written now
+    /// also bounded by the cache disk, where writes land first. A store
+    /// without a limit of its own (a local folder), or a pool still
+    /// forming, reports the cache disk.
     public func statfs() -> (blocks: UInt64, free: UInt64, available: UInt64, files: UInt64, blockSize: UInt64) {
         let d = diskSpace(config.stateDirectory) ?? (0, 0, 0, 4096)
         metaLock.lock(); let n = UInt64(inodes.count); metaLock.unlock()
-        return (d.total / d.blockSize, d.free / d.blockSize, d.available / d.blockSize, n, d.blockSize)
+        guard let c = segments.capacity(), c.total > 0 else {
+            return (d.total / d.blockSize, d.free / d.blockSize, d.available / d.blockSize, n, d.blockSize)
+        }
+        let bs = d.blockSize
+        return (c.total / bs, c.free / bs, min(c.free, d.available) / bs, n, bs)
     }
 
     func fileData(_ ino: UInt64) -> FileData? {

@@ -41,6 +41,11 @@ import Testing
         #expect(flush.status == 0 && flush.output.contains("durable"), "\(flush.output)")
         let status = Shell.run("'\(bin)' status --state '\(state)/renter'", timeout: 30)
         #expect(status.status == 0 && status.output.contains("network.contracts"), "\(status.output)")
+        // statfs reports the contracts' capacity (8 farmers of 8G at most,
+        // in data bytes), not the cache disk's.
+        let df = Shell.run("stat -f -c '%b %S' '\(mnt)'; stat -f -c '%b %S' '\(dir.path)'", timeout: 30)
+        let sizes = df.output.split(separator: "\n").map { $0.split(separator: " ").compactMap { UInt64($0) }.reduce(1, *) }
+        #expect(sizes.count == 2 && sizes[0] > 0 && sizes[0] <= 64 << 30 && sizes[0] != sizes[1], "statfs: \(df.output)")
         try stop(up)
 
         // Cold: without the clean cache, the data comes back from the farmers.
