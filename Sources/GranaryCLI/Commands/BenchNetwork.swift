@@ -49,28 +49,32 @@ struct NetworkBench: AsyncParsableCommand {
         log.info("local copy: \(String(format: "%.1f", Double(totalBytes) / localSeconds / 1e6)) MB/s")
 
         // The network.
-        var children: [BenchChild] = []
-        defer { for c in children { c.kill() } }
+        var children: [ManagedChild] = []
+        defer { ManagedChild.stopAll(children, grace: 5) }
         let seedAddress: String
         var spawnedDirect: [String] = []
         if let bootstrap {
             seedAddress = bootstrap
         } else {
-            let exe = Self.executablePath()
-            let seedNode = try BenchChild(exe, ["seed", "--listen", "127.0.0.1:0"])
+            let seedNode = try ManagedChild.start(arguments: ["seed", "--listen", "127.0.0.1:0"], log: work + "/seed.log")
             children.append(seedNode)
-            seedAddress = try seedNode.field("udp", timeout: 30)
+            guard let udp = try seedNode.waitForListeningFields(timeout: 30)["udp"] else {
+                throw ValidationError("the seed's listening line has no udp= address (see \(work)/seed.log)")
+            }
+            seedAddress = udp
             let capacity = "\(max(1, (totalBytes * 2 / farmers) >> 30 + 2))GiB"
             for i in 0..<farmers {
                 let dir = work + "/farmer\(i)"
                 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-                children.append(try BenchChild(exe, ["farm", "--storage", dir, "--capacity", capacity,
-                                                     "--listen", "127.0.0.1:0", "--bootstrap", seedAddress]))
+                children.append(try ManagedChild.start(arguments: ["farm", "--storage", dir, "--capacity", capacity,
+                                                                   "--listen", "127.0.0.1:0", "--bootstrap", seedAddress],
+                                                       log: work + "/farmer\(i).log"))
             }
-            for c in children.dropFirst() {
-                let tcp = try c.field("tcp", timeout: 60)
+            for (i, c) in children.dropFirst().enumerated() {
+                let fields = try c.waitForListeningFields(timeout: 60)
+                guard let tcp = fields["tcp"] else { throw ValidationError("farmer \(i) printed no tcp= address (see \(work)/farmer\(i).log)") }
                 // Farmers that do not bid in the market (no udp= address) get direct contracts.
-                if (try? c.field("udp", timeout: 0.01)) == nil { spawnedDirect.append(tcp) }
+                if fields["udp"] == nil { spawnedDirect.append(tcp) }
             }
         }
 
@@ -221,10 +225,6 @@ struct NetworkBench: AsyncParsableCommand {
         guard fsync(fd) == 0 else { throw ValidationError("fsync of \(path) failed") }
         return Date().timeIntervalSince(start)
     }
-
-    static func executablePath() -> String {
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    }
 }
 
 /// Seconds of work summed over tasks.
@@ -240,63 +240,5 @@ final class StageClock: @unchecked Sendable {
             lock.lock(); total += s; lock.unlock()
         }
         return try body()
-    }
-}
-
-/// A seed or farmer started by the bench; dies with it (GRANARY_PARENT_PID).
-final class BenchChild: @unchecked Sendable {
-    // A lock guards the collected output lines (written by the pipe's handler).
-    private let lock = NSLock()
-    private var lines: [String] = []
-    private var partial = Data()
-    let process = Process()
-
-    init(_ exe: String, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: exe)
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["GRANARY_PARENT_PID"] = String(getpid())
-        process.environment = env
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
-            let data = h.availableData
-            guard let self, !data.isEmpty else { return }
-            self.lock.lock()
-            self.partial.append(data)
-            while let nl = self.partial.firstIndex(of: 0x0a) {
-                self.lines.append(String(decoding: self.partial[self.partial.startIndex..<nl], as: UTF8.self))
-                self.partial.removeSubrange(self.partial.startIndex...nl)
-            }
-            self.lock.unlock()
-        }
-        try process.run()
-    }
-
-    /// The value of `name=` on the process's "listening" line.
-    func field(_ name: String, timeout: Double) throws -> String {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let found: String? = lock.withLock {
-                for l in lines where l.contains("listening") {
-                    for part in l.split(separator: " ") where part.hasPrefix(name + "=") { return String(part.dropFirst(name.count + 1)) }
-                }
-                return nil
-            }
-            if let found { return found }
-            guard process.isRunning else { throw ValidationError("\(process.arguments?.first ?? "child") exited with \(process.terminationStatus)") }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        throw ValidationError("\(process.arguments?.first ?? "child") printed no listening line within \(Int(timeout)) s")
-    }
-
-    func kill() {
-        guard process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, SIGTERM)
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
     }
 }

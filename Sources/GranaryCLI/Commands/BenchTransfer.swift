@@ -197,51 +197,35 @@ struct TransferBench: AsyncParsableCommand {
 /// The `granary farm` child the benchmark talks to.
 final class BenchFarmer {
     static let difficulty = 4
-    let process: Process
+    let child: ManagedChild
     let port: Int
     let node: Hash256
     let storage: String
 
-    private init(process: Process, port: Int, node: Hash256, storage: String) {
-        self.process = process; self.port = port; self.node = node; self.storage = storage
+    private init(child: ManagedChild, port: Int, node: Hash256, storage: String) {
+        self.child = child; self.port = port; self.node = node; self.storage = storage
     }
 
     static func start() throws -> BenchFarmer {
         let storage = NSTemporaryDirectory() + "/granary-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: storage, withIntermediateDirectories: true)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["farm", "--storage", storage, "--capacity", "4G", "--listen", "127.0.0.1:0", "--quick-check"]
-        var env = ProcessInfo.processInfo.environment
-        env["GRANARY_POW_BITS"] = String(difficulty)
-        env["GRANARY_PARENT_PID"] = String(getpid())
-        env["GRANARY_LOG"] = "warning"
-        process.environment = env
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        var line = Data()
-        while !line.contains(0x0a) {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { throw ValidationError("the farmer exited before it listened") }
-            line.append(chunk)
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        let fields = Dictionary(uniqueKeysWithValues: text.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { f -> (String, String)? in
-            let kv = f.split(separator: "=", maxSplits: 1)
-            return kv.count == 2 ? (String(kv[0]), String(kv[1])) : nil
-        })
+        let child = try ManagedChild.start(arguments: ["farm", "--storage", storage, "--capacity", "4G", "--listen", "127.0.0.1:0", "--quick-check"],
+                                           log: storage + ".log",
+                                           environment: ["GRANARY_POW_BITS": String(difficulty), "GRANARY_LOG": "warning"])
+        let fields = try child.waitForListeningFields(timeout: 60)
         guard let port = fields["tcp"].flatMap({ Int($0.split(separator: ":").last ?? "") }),
               let node = fields["node"].flatMap(Hash256.init(hex:)) else {
-            process.terminate()
-            throw ValidationError("unexpected farmer line: \(text)")
+            ManagedChild.stopAll([child], grace: 5)
+            throw ValidationError("unexpected farmer line: \(fields)")
         }
-        return BenchFarmer(process: process, port: port, node: node, storage: storage)
+        return BenchFarmer(child: child, port: port, node: node, storage: storage)
     }
 
     func stop() {
-        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        ManagedChild.stopAll([child], grace: 5)
+        child.process.waitUntilExit()
         try? FileManager.default.removeItem(atPath: storage)
+        try? FileManager.default.removeItem(atPath: storage + ".log")
     }
 }
 

@@ -120,18 +120,11 @@ final class EmbeddedNetwork: @unchecked Sendable {  // used from the main task a
     private func startOnce(arguments: [String], log: String) throws -> Record.Node {
         let child = try ManagedChild.start(arguments: arguments, log: log)
         children.append(child)
-        let line = try child.waitForListeningLine(timeout: 120)
+        let fields = try child.waitForListeningFields(timeout: 120)
         var node = Record.Node(pid: child.pid)
-        for field in line.split(separator: " ") {
-            let kv = field.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2 else { continue }
-            switch kv[0] {
-            case "tcp": node.tcp = kv[1]
-            case "udp": node.udp = kv[1]
-            case "node": node.node = kv[1]
-            default: break
-            }
-        }
+        node.tcp = fields["tcp"]
+        node.udp = fields["udp"]
+        node.node = fields["node"]
         return node
     }
 
@@ -143,9 +136,6 @@ final class EmbeddedNetwork: @unchecked Sendable {  // used from the main task a
         defer { stopLock.unlock() }
         guard !stopped else { return }
         stopped = true
-        for child in children { child.signal(SIGTERM) }
-        let deadline = Date().addingTimeInterval(10)
-        while children.contains(where: \.isRunning) && Date() < deadline { usleep(50_000) }
-        for child in children where child.isRunning { child.signal(SIGKILL) }
+        ManagedChild.stopAll(children, grace: 10)
     }
 }

@@ -47,7 +47,26 @@ final class ManagedChild: @unchecked Sendable {  // Process is thread-safe for t
         throw EmbeddedNetworkError(description: "no listening line within \(Int(timeout))s")
     }
 
+    /// The `name=value` fields of the `listening` line (tcp, udp, node).
+    func waitForListeningFields(timeout: TimeInterval) throws -> [String: String] {
+        let line = try waitForListeningLine(timeout: timeout)
+        var fields: [String: String] = [:]
+        for field in line.split(separator: " ") {
+            let kv = field.split(separator: "=", maxSplits: 1).map(String.init)
+            if kv.count == 2 { fields[kv[0]] = kv[1] }
+        }
+        return fields
+    }
+
     func signal(_ sig: Int32) { if process.isRunning { kill(pid, sig) } }
+
+    /// SIGTERM to every child, SIGKILL to stragglers after `grace` seconds.
+    static func stopAll(_ children: [ManagedChild], grace: TimeInterval) {
+        for child in children { child.signal(SIGTERM) }
+        let deadline = Date().addingTimeInterval(grace)
+        while children.contains(where: \.isRunning) && Date() < deadline { usleep(50_000) }
+        for child in children where child.isRunning { child.signal(SIGKILL) }
+    }
 }
 
 extension CommandLine {
