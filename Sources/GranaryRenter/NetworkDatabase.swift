@@ -323,13 +323,17 @@ public final class NetworkDatabase: Sendable {
     // MARK: farmers
 
     public func upsertFarmer(_ contact: FarmerContact) throws {
-        try pool.write { db in
-            let r = Reputation()
-            try db.execute(sql: """
-                INSERT INTO farmers (id, public_key, address, alpha, beta, up_alpha, up_beta) VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(id) DO UPDATE SET address = excluded.address
-                """, arguments: [contact.id.data, Data(contact.publicKey), contact.address, r.alpha, r.beta, r.upAlpha, r.upBeta])
-        }
+        try pool.write { db in try Self.upsertFarmer(contact, in: db) }
+    }
+
+    /// A new farmer starts with the prior reputation; a known one only
+    /// updates its address.
+    private static func upsertFarmer(_ contact: FarmerContact, in db: Database) throws {
+        let r = Reputation()
+        try db.execute(sql: """
+            INSERT INTO farmers (id, public_key, address, alpha, beta, up_alpha, up_beta) VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET address = excluded.address
+            """, arguments: [contact.id.data, Data(contact.publicKey), contact.address, r.alpha, r.beta, r.upAlpha, r.upBeta])
     }
 
     public func farmers() throws -> [FarmerRow] {
@@ -372,11 +376,7 @@ public final class NetworkDatabase: Sendable {
 
     public func addContract(_ c: ContractRecord) throws {
         try pool.write { db in
-            let r = Reputation()
-            try db.execute(sql: """
-                INSERT INTO farmers (id, public_key, address, alpha, beta, up_alpha, up_beta) VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(id) DO UPDATE SET address = excluded.address
-                """, arguments: [c.farmer.id.data, Data(c.farmer.publicKey), c.farmer.address, r.alpha, r.beta, r.upAlpha, r.upBeta])
+            try Self.upsertFarmer(c.farmer, in: db)
             try db.execute(sql: """
                 INSERT INTO contracts (id, farmer, signed, allowance, price, audit_interval, start, end, state)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active')
