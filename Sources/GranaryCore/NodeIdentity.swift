@@ -184,8 +184,15 @@ public enum SecretFile {
         guard fd >= 0 else { throw .io(path: tmp, errno: errno) }
         defer { close(fd) }
         fchmod(fd, 0o600)
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        guard written == bytes.count, fsync(fd) == 0 else { throw .io(path: tmp, errno: errno) }
+        // write(2) may take less than asked (large files, signals): loop.
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .io(path: tmp, errno: n == 0 ? EIO : errno) }
+            done += n
+        }
+        guard fsync(fd) == 0 else { throw .io(path: tmp, errno: errno) }
         guard rename(tmp, path) == 0 else { throw .io(path: path, errno: errno) }
         FileSync.syncDirectory(containing: path)
     }

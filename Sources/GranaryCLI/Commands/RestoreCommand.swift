@@ -52,7 +52,7 @@ struct RestoreCommand: AsyncParsableCommand {
             try? fm.removeItem(atPath: path)
             try? fm.removeItem(atPath: path + "-wal")
             try? fm.removeItem(atPath: path + "-shm")
-            try Self.writeDurably(file.bytes, to: path)
+            try SecretFile.write(file.bytes, to: path)  // 0600, fsynced, renamed into place
         }
         // network.db's copy predates the snapshot's own segments: record them.
         let networkPath = stateDirectory + "/network/network.db"
@@ -81,20 +81,6 @@ struct RestoreCommand: AsyncParsableCommand {
     static func format(sequence: UInt64) -> String {
         let f = ISO8601DateFormatter()
         return f.string(from: Date(timeIntervalSince1970: Double(sequence) / 1000))
-    }
-
-    static func writeDurably(_ bytes: [UInt8], to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw RestoreFailure(description: "cannot create \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
-            guard n > 0 else { throw RestoreFailure(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
-            done += n
-        }
-        guard fsync(fd) == 0 else { throw RestoreFailure(description: "cannot fsync \(path): \(String(cString: strerror(errno)))") }
-        FileSync.syncDirectory(containing: path)
     }
 }
 
