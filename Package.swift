@@ -93,7 +93,8 @@ let package = Package(
             "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryFarmer", "GranaryTestSupport",
             .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "GranaryDHTTests", dependencies: [
-            "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT", "GranaryTestSupport"]),
+            "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT", "GranaryTestSupport",
+            .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "GranaryRenterTests", dependencies: [
             "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT", "GranaryRenter", "GranaryTestSupport"]),
         .testTarget(name: "GranaryMountTests", dependencies: [
