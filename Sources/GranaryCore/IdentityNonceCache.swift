@@ -9,15 +9,15 @@ import Foundation
 enum IdentityNonceCache {
     static let header = "granary-identity-nonce 1"
 
-    /// The cached counter when the file exists, parses, and names this tag
-    /// and difficulty; nil otherwise (a missing or foreign cache is no error).
-    static func read(_ path: String, tag: String, difficulty: Int) -> UInt64? {
+    /// The cached difficulty and counter when the file exists, parses, and
+    /// names this tag; nil otherwise (a missing or foreign cache is no error).
+    static func read(_ path: String, tag: String) -> (difficulty: Int, counter: UInt64)? {
         guard let bytes = try? SecretFile.read(path), bytes.count < 256,
               let text = String(bytes: bytes, encoding: .utf8) else { return nil }
         let fields = text.split(whereSeparator: \.isWhitespace).map(String.init)
         guard fields.count == 5, "\(fields[0]) \(fields[1])" == header, fields[2] == tag,
-              Int(fields[3]) == difficulty, let counter = UInt64(fields[4]) else { return nil }
-        return counter
+              let difficulty = Int(fields[3]), let counter = UInt64(fields[4]) else { return nil }
+        return (difficulty, counter)
     }
 
     /// Writes the cache when its folder exists; a failure only costs a search next time.

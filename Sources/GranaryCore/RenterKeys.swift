@@ -78,13 +78,22 @@ public struct RenterKeys: Sendable {
     /// found is kept there and reused, after checking that it belongs to
     /// this key and difficulty and still meets the proof of work. A cache
     /// that fails any check is ignored and rewritten after a new search.
-    public func nodeIdentity(difficulty: Int, nonceCache: String? = nil) -> NodeIdentity {
-        let bits = Self.identityDifficulty(configured: difficulty)
+    /// A cached identity found at a lower difficulty (see `keepingOlderIdentity`)
+    /// is used while it meets the configured one.
+    ///
+    /// `keepingOlderIdentity`: a state folder from before the cache existed
+    /// holds contracts made with the identity searched at the configured
+    /// difficulty alone; searching that way (and caching it) keeps them valid.
+    public func nodeIdentity(difficulty: Int, nonceCache: String? = nil, keepingOlderIdentity: Bool = false) -> NodeIdentity {
+        let bits = keepingOlderIdentity ? difficulty : Self.identityDifficulty(configured: difficulty)
         let secret = derive(.identity)
         let tag = Hex.encode(Array(Blake2b.hash256(Array("granary-identity-nonce".utf8), key: secret).bytes.prefix(8)))
-        if let nonceCache, let cached = IdentityNonceCache.read(nonceCache, tag: tag, difficulty: bits) {
-            let candidate = NodeIdentity.derived(from: secret, counter: cached)
-            if candidate.publicKey.proofOfWorkBits >= bits { return candidate }
+        // The cache's own difficulty is checked in full: the search's, or an
+        // older identity's below it that still meets the configured one.
+        if let nonceCache, let cached = IdentityNonceCache.read(nonceCache, tag: tag),
+           cached.difficulty == bits || (difficulty...bits).contains(cached.difficulty) {
+            let candidate = NodeIdentity.derived(from: secret, counter: cached.counter)
+            if candidate.publicKey.proofOfWorkBits >= cached.difficulty { return candidate }
         }
         let (identity, counter) = NodeIdentity.search(from: secret, difficulty: bits)
         if let nonceCache { IdentityNonceCache.write(nonceCache, tag: tag, difficulty: bits, counter: counter) }

@@ -244,6 +244,24 @@ import Testing
         #expect(RenterKeys.identityDifficulty(configured: 20) == 20)
     }
 
+    /// A state folder from before the cache holds contracts made with the
+    /// identity searched at the configured difficulty: the mount keeps it
+    /// (and caches it) instead of moving to the production-difficulty one.
+    @Test func anOlderStateKeepsItsIdentity() throws {
+        let dir = TemporaryDirectory("granary-identity-older")
+        let path = dir.path + "/identity.nonce"
+        let keys = RenterKeys.generate()
+        let production = keys.nodeIdentity(difficulty: 4)
+        let older = keys.nodeIdentity(difficulty: 4, nonceCache: path, keepingOlderIdentity: true)
+        #expect(older.publicKey.proofOfWorkBits >= 4)
+        #expect(older.id != production.id || older.publicKey.proofOfWorkBits >= NodeIdentity.defaultDifficulty)
+        #expect(keys.nodeIdentity(difficulty: 4, nonceCache: path).id == older.id, "the cached older identity is kept")
+        // A network asking for more than the older identity meets: a new search, at production difficulty.
+        if older.publicKey.proofOfWorkBits < 12 {
+            #expect(keys.nodeIdentity(difficulty: 12, nonceCache: path).id == production.id)
+        }
+    }
+
     @Test func theSearchIsCachedAndABadCacheIsIgnoredAndRewritten() throws {
         let dir = TemporaryDirectory("granary-identity")
         let path = dir.path + "/identity.nonce"

@@ -69,8 +69,11 @@ struct MountCommand: AsyncParsableCommand {
             // The renter's identity follows from its master key alone (the
             // same whatever the configured difficulty), so a restore with the
             // key finds the same contracts; its search is cached in the state folder.
-            let identity = keys.nodeIdentity(difficulty: NodeIdentity.configuredDifficulty,
-                                             nonceCache: absoluteState + "/identity.nonce")
+            let nonceCache = absoluteState + "/identity.nonce"
+            let olderState = !FileManager.default.fileExists(atPath: nonceCache)
+                && FileManager.default.fileExists(atPath: absoluteState + "/network/network.db")
+            let identity = keys.nodeIdentity(difficulty: NodeIdentity.configuredDifficulty, nonceCache: nonceCache,
+                                             keepingOlderIdentity: olderState)
             print("granary mount: joining the network through \(bootstrap.joined(separator: ", ")) and forming contracts in the background (scheme \(redundancy))")
             fflush(nil)
             // The lease is taken as soon as the DHT is joined: a refused
