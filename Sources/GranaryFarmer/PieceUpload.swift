@@ -28,10 +28,13 @@ final class UploadFile: Sendable {
 /// reservation released.
 ///
 /// Each byte is hashed exactly once, on the session's task, as its frame
-/// arrives; the frames themselves (no copy) are gathered into writes of
-/// `writeBatch` bytes that run on the disk pool while the next frames are
-/// received and hashed. At most one write is in flight, so writes stay in
-/// order and an upload holds at most two batches.
+/// arrives. The frames themselves (no copy) go to the disk pool in writes
+/// of at least `writeBatch` bytes, handed over before they are hashed: the
+/// pool copies them into the page cache while this task hashes the same
+/// bytes, so both read memory that is still in cache (writing a batch
+/// after hashing it made that copy twice as costly), and the next frames
+/// keep arriving meanwhile. At most one write is in flight, so writes stay
+/// in order and an upload holds at most two batches.
 final class PieceUpload {
     let incoming: IncomingPiece
     private let store: PieceStore
@@ -43,12 +46,16 @@ final class PieceUpload {
     private var batchBytes = 0
     /// Where the next write starts.
     private var written: UInt64 = 0
+    /// Start of the bytes written but not yet handed to writeback.
+    private var writebackStart: UInt64 = 0
     private var inFlight: Task<Void, any Error>?
     private var done = false
 
-    /// Bytes per write (a few frames, one pwritev, one hop to the pool).
-    static let writeBatch = 4 << 20
+    /// Bytes per write: one frame as renters send them (1 MiB), several
+    /// smaller ones in one pwritev.
+    static let writeBatch = 1 << 20
     static let maxBatchFrames = 64
+    static let writebackStride: UInt64 = 1 << 20
 
     init(store: PieceStore, incoming: IncomingPiece, file: UploadFile) {
         self.store = store; self.incoming = incoming; self.file = file
@@ -59,33 +66,40 @@ final class PieceUpload {
     var size: UInt64 { incoming.size }
     var remaining: UInt64 { size - received }
 
-    /// Hashes the next bytes and queues them for writing; never more than announced.
+    /// Queues the next bytes for writing and hashes them; never more than announced.
     func append(_ chunk: ByteBuffer) async throws(FarmerError) {
         guard UInt64(chunk.readableBytes) <= remaining else {
             throw FarmerError(.protocolViolation, "more bytes than the \(size) announced for piece \(incoming.piece.short)")
         }
         guard chunk.readableBytes > 0 else { return }
-        chunk.withUnsafeReadableBytes { builder.append($0) }
         received += UInt64(chunk.readableBytes)
         batch.append(chunk)
         batchBytes += chunk.readableBytes
         // Also bounded in frames: a peer sending tiny frames must not pile up buffers.
         if batchBytes >= Self.writeBatch || batch.count >= Self.maxBatchFrames || remaining == 0 { try await startWrite() }
+        chunk.withUnsafeReadableBytes { builder.append($0) }
     }
 
     /// Waits for the write in flight, then hands the batch to the disk pool.
     private func startWrite() async throws(FarmerError) {
         try await waitForWrite()
         guard let file, batchBytes > 0 else { return }
-        let chunks = batch, offset = written, length = batchBytes
-        batch = []; batch.reserveCapacity(8); batchBytes = 0
-        written += UInt64(length)
-        inFlight = Task {
+        let chunks = batch, offset = written
+        batch = []; batch.reserveCapacity(8)
+        written += UInt64(batchBytes)
+        batchBytes = 0
+        // Start writing back what came since the last time (every write
+        // for pieces as renters send them), so the disk works while bytes
+        // arrive and the final fsync waits for the tail only.
+        var writeback: (offset: UInt64, length: UInt64)?
+        if written - writebackStart >= Self.writebackStride || remaining == 0 {
+            writeback = (writebackStart, written - writebackStart)
+            writebackStart = written
+        }
+        inFlight = Task { [writeback] in
             try await DiskPool.shared.runIfActive {
                 try pwriteAll(file.fd, chunks, at: offset)
-                // Start writing these bytes back now, so the final fsync
-                // waits for the tail of the piece, not all of it.
-                FileSync.startWriteback(file.fd, offset: Int(offset), length: length)
+                if let writeback { FileSync.startWriteback(file.fd, offset: Int(writeback.offset), length: Int(writeback.length)) }
             }
         }
     }
