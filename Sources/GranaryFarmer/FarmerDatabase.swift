@@ -3,7 +3,7 @@ import GRDB
 import GranaryDatabase
 
 /// The farmer's index (farmer.db, SQLite in WAL mode): contracts, pieces
-/// (with each piece's serialized Merkle tree, so audits and range proofs
+/// (with each piece's Merkle leaf hashes, so audits and range proofs
 /// never reread a whole piece) and the highest voucher per contract.
 enum FarmerDatabase {
     static func open(at path: String) throws -> DatabasePool {
@@ -39,7 +39,7 @@ enum FarmerDatabase {
                     size INTEGER NOT NULL,
                     root BLOB NOT NULL,
                     stored_at INTEGER NOT NULL,
-                    tree BLOB NOT NULL              -- MerkleTree.serialized
+                    tree BLOB NOT NULL              -- leaf hashes (MerkleTree.levels[0]); older rows: MerkleTree.serialized
                 );
                 CREATE INDEX pieces_by_contract ON pieces(contract_id);
                 CREATE TABLE vouchers (

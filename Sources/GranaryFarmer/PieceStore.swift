@@ -61,7 +61,7 @@ public final class PieceStore: @unchecked Sendable {
     private var reservedByContract: [Hash256: UInt64] = [:]
     private var uploading: Set<Hash256> = []
     private var pieceCountCache = 0
-    /// Recently used Merkle trees (serialized form is 64 bytes per 4 KiB).
+    /// Recently used Merkle trees (64 bytes per 4 KiB in memory).
     private var treeCache: [Hash256: MerkleTree] = [:]
     private var treeCacheOrder: [Hash256] = []
     private static let treeCacheLimit = 64
@@ -168,11 +168,13 @@ public final class PieceStore: @unchecked Sendable {
             release(piece: piece, contract: contract, size: size, stored: false)
             throw FarmerError(.internal, "cannot create \(tmp): \(String(cString: strerror(err)))")
         }
-        return PieceUpload(store: self, piece: piece, contract: contract, size: size, root: root, tmpPath: tmp, fd: fd)
+        let piece = IncomingPiece(piece: piece, contract: contract, size: size, root: root, tmpPath: tmp)
+        return PieceUpload(store: self, incoming: piece, file: UploadFile(fd: fd))
     }
 
-    /// Called by PieceUpload once the bytes are checked and fsynced.
-    fileprivate func commit(_ upload: PieceUpload, tree: MerkleTree, now: UInt64) throws(FarmerError) {
+    /// Called by PieceUpload (on the disk pool) once the bytes are checked
+    /// and fsynced: rename, directory fsync, index.
+    func commit(_ upload: IncomingPiece, tree: MerkleTree, now: UInt64) throws(FarmerError) {
         let final = path(for: upload.piece)
         let dir = (final as NSString).deletingLastPathComponent
         do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
@@ -189,7 +191,7 @@ public final class PieceStore: @unchecked Sendable {
             try db.write { db in
                 try db.execute(sql: "INSERT INTO pieces (id, contract_id, size, root, stored_at, tree) VALUES (?, ?, ?, ?, ?, ?)",
                                arguments: [Data(upload.piece.bytes), Data(upload.contract.bytes), Int64(upload.size),
-                                           Data(upload.root.bytes), Int64(clamping: now), Data(tree.serialized)])
+                                           Data(upload.root.bytes), Int64(clamping: now), Data(tree.levels[0])])
             }
         } catch {
             unlink(final)
@@ -199,7 +201,7 @@ public final class PieceStore: @unchecked Sendable {
         cacheTree(tree, for: upload.piece)
     }
 
-    fileprivate func abandon(_ upload: PieceUpload) {
+    func abandon(_ upload: IncomingPiece) {
         unlink(upload.tmpPath)
         release(piece: upload.piece, contract: upload.contract, size: upload.size, stored: false)
     }
@@ -241,7 +243,16 @@ public final class PieceStore: @unchecked Sendable {
         let blob: Data?
         do { blob = try db.read { try Data.fetchOne($0, sql: "SELECT tree FROM pieces WHERE id = ?", arguments: [Data(record.id.bytes)]) } }
         catch { throw .internal("index lookup", error) }
-        guard let blob, let tree = MerkleTree(serialized: [UInt8](blob), leafCount: MerkleTree.leafCount(byteCount: record.size)) else {
+        let leafCount = MerkleTree.leafCount(byteCount: record.size)
+        // Rows hold the leaf hashes (the inner levels are rebuilt here, a
+        // millisecond for a 16 MiB piece, instead of doubling every commit's
+        // and checkpoint's bytes); rows from before that hold every level.
+        let tree: MerkleTree? = switch blob?.count {
+        case leafCount * 32: blob.map { MerkleTree(leafHashes: [UInt8]($0)) }
+        case .some: MerkleTree(serialized: [UInt8](blob!), leafCount: leafCount)
+        case nil: nil
+        }
+        guard let tree, tree.root == record.root else {
             throw FarmerError(.internal, "Merkle tree of piece \(record.id.short) is missing or damaged in the index")
         }
         cacheTree(tree, for: record.id)
@@ -369,91 +380,5 @@ public final class PieceStore: @unchecked Sendable {
             buf.withUnsafeBytes { builder.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
         return builder.finish().root
-    }
-}
-
-/// One piece upload in progress: hashes and writes bytes as they arrive.
-/// Owned by one session task. If it is dropped without `finish`, its
-/// temporary file is removed and its reservation released.
-final class PieceUpload {
-    let piece: Hash256
-    let contract: Hash256
-    let size: UInt64
-    let root: Hash256
-    let tmpPath: String
-    private let store: PieceStore
-    private var fd: Int32
-    private var builder: MerkleTreeBuilder
-    private(set) var received: UInt64 = 0
-    private var done = false
-
-    init(store: PieceStore, piece: Hash256, contract: Hash256, size: UInt64, root: Hash256, tmpPath: String, fd: Int32) {
-        self.store = store; self.piece = piece; self.contract = contract; self.size = size; self.root = root
-        self.tmpPath = tmpPath; self.fd = fd
-        builder = MerkleTreeBuilder(expectedByteCount: Int(size))
-    }
-
-    var remaining: UInt64 { size - received }
-
-    private static let writebackStride = 8 << 20
-
-    /// Hashes and writes the next bytes; never more than announced. The
-    /// write (which can block on a slow disk) runs on NIO's blocking-I/O
-    /// thread pool while this task hashes the same bytes, so the Swift
-    /// cooperative threads never wait for the disk.
-    func append(_ chunk: ByteBuffer) async throws(FarmerError) {
-        guard UInt64(chunk.readableBytes) <= remaining else {
-            throw FarmerError(.protocolViolation, "more bytes than the \(size) announced for piece \(piece.short)")
-        }
-        let fd = self.fd, offset = off_t(received)
-        // Every 8 MiB, start writing back what came before, so the final
-        // fsync waits for the tail of the piece, not all of it.
-        let writeback = Int(offset) / Self.writebackStride != (Int(offset) + chunk.readableBytes) / Self.writebackStride
-        let write = Task {
-            try await NIOThreadPool.singleton.runIfActive {
-                try pwriteAll(fd, chunk, at: offset)
-                if writeback { FileSync.startWriteback(fd, offset: 0, length: 0) }
-            }
-        }
-        chunk.withUnsafeReadableBytes { builder.append($0) }
-        do { try await write.value } catch let e as FarmerError { throw e } catch { throw .internal("writing piece", error) }
-        received += UInt64(chunk.readableBytes)
-    }
-
-    /// Checks the root, fsyncs (on the blocking-I/O pool), moves the piece
-    /// into place and indexes it. On a root mismatch nothing is kept.
-    func finish(now: UInt64) async throws(FarmerError) {
-        defer { abort() }
-        precondition(remaining == 0)
-        let tree = builder.finish()
-        guard tree.root == root else {
-            throw FarmerError(.rootMismatch, "piece \(piece.short): bytes hash to \(tree.root.short), not the declared root \(root.short); nothing kept")
-        }
-        let fd = self.fd
-        let synced = (try? await NIOThreadPool.singleton.runIfActive { fsync(fd) == 0 ? 0 : errno }) ?? EIO
-        guard synced == 0 else { throw FarmerError(.internal, "fsync of piece failed: \(String(cString: strerror(synced)))") }
-        close(fd); self.fd = -1
-        try store.commit(self, tree: tree, now: now)
-        done = true
-    }
-
-    /// Drops the upload: removes the temporary file, releases the space.
-    func abort() {
-        if fd >= 0 { close(fd); fd = -1 }
-        if !done { done = true; store.abandon(self) }
-    }
-
-    deinit { abort() }
-}
-
-/// Writes all of `chunk` at `offset` (runs on the blocking-I/O pool).
-private func pwriteAll(_ fd: Int32, _ chunk: ByteBuffer, at offset: off_t) throws {
-    try chunk.withUnsafeReadableBytes { bytes in
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, offset + off_t(done))
-            if n < 0 { if errno == EINTR { continue }; throw FarmerError(.internal, "writing piece: \(String(cString: strerror(errno)))") }
-            done += n
-        }
     }
 }
