@@ -86,7 +86,7 @@ let package = Package(
         ]),
 
         // Test helpers: child processes with time limits, temporary folders.
-        .target(name: "GranaryTestSupport", path: "Tests/Support"),
+        .target(name: "GranaryTestSupport", dependencies: ["GranaryCore"], path: "Tests/Support"),
 
         .testTarget(name: "GranaryCoreTests", dependencies: ["GranaryCore"]),
         .testTarget(name: "GranaryFarmerTests", dependencies: [
