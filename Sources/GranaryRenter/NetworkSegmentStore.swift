@@ -80,7 +80,7 @@ public final class NetworkSegmentStore: SegmentStore {
             let t0 = DispatchTime.now().uptimeNanoseconds
             let stored = try await uploadPieces(segment: id, pieces: source.piece, pieceSize: pieceSize,
                                                 indexes: Array(0..<scheme.n), needed: scheme.s, candidates: candidates)
-            timings.add("upload_network_wall", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            timings.add("upload_network_sum", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
             try db.releasePieces(of: id, keeping: Set(stored.map(\.pieceID)))
             guard try db.markDurable(id, required: scheme.s) else {
                 throw SegmentStoreError.unavailable("segment \(id.short) has fewer than \(scheme.s) confirmed pieces")
@@ -101,11 +101,11 @@ public final class NetworkSegmentStore: SegmentStore {
     }
 
     /// A piece and its Merkle root, made on demand by the task that uploads it.
-    typealias PieceMaker = @Sendable (Int) async -> (bytes: [UInt8], root: Hash256)
+    typealias PieceMaker = @Sendable (Int) async -> (bytes: ArraySlice<UInt8>, root: Hash256)
 
     func uploadPieces(segment: SegmentID, coded: Coded, pieceSize: Int, indexes: [Int], needed: Int,
                       candidates: [Placement]) async throws -> [PieceRow] {
-        try await uploadPieces(segment: segment, pieces: { (coded.pieces[$0], coded.roots[$0]) }, pieceSize: pieceSize,
+        try await uploadPieces(segment: segment, pieces: { (coded.pieces[$0][...], coded.roots[$0]) }, pieceSize: pieceSize,
                                indexes: indexes, needed: needed, candidates: candidates)
     }
 
@@ -121,34 +121,55 @@ public final class NetworkSegmentStore: SegmentStore {
         case failed(String)
     }
 
-    /// Uploads the pieces `indexes` in parallel, one per distinct farmer,
-    /// replacing a farmer that fails or times out with a spare, and returns
-    /// once `needed` are confirmed, cancelling the rest (long tail).
+    /// Uploads the pieces `indexes`, one per distinct farmer, and returns
+    /// once `needed` are confirmed, cancelling the rest (long tail). The
+    /// first `needed` start at once; the others are held back and start
+    /// only when the upload is slow (a hedge delay passes, as for reads) or
+    /// a piece fails with no spare farmer left, so on a healthy network the
+    /// n − s extra pieces cost neither bytes on the wire, nor farmers' disk
+    /// and hashing, nor their Merkle roots here. A farmer that fails or times
+    /// out is replaced by a spare.
     func uploadPieces(segment: SegmentID, pieces: @escaping PieceMaker, pieceSize: Int, indexes: [Int], needed: Int,
                       candidates: [Placement]) async throws -> [PieceRow] {
-        let first = min(indexes.count, candidates.count)
-        let spares = SparePool(Array(candidates.dropFirst(first)))
+        let slots = Array(zip(indexes, candidates))
+        let spares = SparePool(Array(candidates.dropFirst(slots.count)))
         let timeout = transferTimeout(bytes: pieceSize)
+        let hedgeDelay = config.uploadHedgeBase + Double(pieceSize) / config.uploadHedgeRate
         var stored: [PieceRow] = []
         var failures: [String] = []
-        await withTaskGroup(of: PieceOutcome.self) { group in
-            for (slot, index) in indexes.prefix(first).enumerated() {
-                let initial = candidates[slot]
-                group.addTask {
-                    let (bytes, root) = await pieces(index)
-                    return await self.uploadPiece(segment: segment, index: index, bytes: bytes, root: root,
-                                                  first: initial, spares: spares, timeout: timeout)
+        enum Event: Sendable { case piece(PieceOutcome), hedge }
+        await withTaskGroup(of: Event.self) { group in
+            var launched = 0
+            func launch(upTo count: Int) {
+                while launched < min(count, slots.count) {
+                    let (index, initial) = slots[launched]
+                    launched += 1
+                    group.addTask {
+                        let (bytes, root) = await pieces(index)
+                        return .piece(await self.uploadPiece(segment: segment, index: index, bytes: bytes, root: root,
+                                                             first: initial, spares: spares, timeout: timeout))
+                    }
                 }
             }
-            for await outcome in group {
-                switch outcome {
-                case let .stored(row):
+            launch(upTo: needed)
+            if launched < slots.count {
+                group.addTask {
+                    try? await Task.sleep(nanoseconds: UInt64(hedgeDelay * 1e9))
+                    return .hedge
+                }
+            }
+            while stored.count < needed, stored.count + failures.count < launched, let event = await group.next() {
+                switch event {
+                case .hedge:
+                    if stored.count < needed { log.debug("segment \(segment.short): upload slow after \(hedgeDelay) s, starting the held-back pieces") }
+                    launch(upTo: slots.count)
+                case let .piece(.stored(row)):
                     stored.append(row)
                     progress.add(segment, Int64(pieceSize))
-                    if stored.count >= needed { group.cancelAll() }
-                case let .failed(why): failures.append(why)
+                case let .piece(.failed(why)):
+                    failures.append(why)
+                    launch(upTo: launched + 1)
                 }
-                if stored.count >= needed { break }
             }
             group.cancelAll()
         }
@@ -158,7 +179,7 @@ public final class NetworkSegmentStore: SegmentStore {
         return Array(stored.prefix(needed))
     }
 
-    func uploadPiece(segment: SegmentID, index: Int, bytes: [UInt8], root: Hash256, first: Placement,
+    func uploadPiece(segment: SegmentID, index: Int, bytes: ArraySlice<UInt8>, root: Hash256, first: Placement,
                      spares: SparePool, timeout: Double) async -> PieceOutcome {
         var placement: Placement? = first
         var lastError = "no farmer left"
@@ -176,7 +197,7 @@ public final class NetworkSegmentStore: SegmentStore {
                 let link = self.link
                 let contract = p.contract
                 try await withDeadline(timeout) {
-                    try await link.store(pieceID: row.pieceID, root: root, bytes: bytes[...], contract: contract)
+                    try await link.store(pieceID: row.pieceID, root: root, bytes: bytes, contract: contract)
                 }
                 let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
                 book.recordContact(p.farmer, reached: true, latencyMs: ms / max(1, Double(bytes.count) / Double(1 << 20)))
@@ -205,25 +226,45 @@ public final class NetworkSegmentStore: SegmentStore {
             throw SegmentStoreError.io("read of \(length) bytes at \(offset) is outside segment \(id.short) of \(seg.length) bytes")
         }
         if length == 0 { return [] }
+        let pieceSize = seg.scheme.pieceSize(segmentLength: seg.length)
+        let first = offset / pieceSize, last = (offset + length - 1) / pieceSize
+        if first == last { return try await readWithinPiece(seg, offset: offset, length: length) }
+        // A range across data pieces is read as one part per piece, each at
+        // its own offsets: when the data pieces answer, that is exactly the
+        // requested bytes (one range for all pieces would be a whole piece
+        // width of each, for decoding); a part whose piece is missing or slow
+        // decodes from k pieces of that part only.
+        let parts = (first...last).map { d in
+            let start = max(offset, d * pieceSize), end = min(offset + length, (d + 1) * pieceSize)
+            return (start, end - start)
+        }
+        let bytes = try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
+            for (i, part) in parts.enumerated() {
+                group.addTask { (i, try await self.readWithinPiece(seg, offset: part.0, length: part.1)) }
+            }
+            var out = [[UInt8]](repeating: [], count: parts.count)
+            for try await (i, b) in group { out[i] = b }
+            return out
+        }
+        var out = [UInt8]()
+        out.reserveCapacity(length)
+        for b in bytes { out.append(contentsOf: b) }
+        return out
+    }
+
+    /// Reads bytes that lie inside one data piece: from that piece alone
+    /// when it answers, else decoded from the same range of k pieces.
+    func readWithinPiece(_ seg: SegmentRow, offset: Int, length: Int) async throws -> [UInt8] {
         let scheme = seg.scheme
         let coder = ErasureCoder(scheme: scheme)
         let pieceSize = scheme.pieceSize(segmentLength: seg.length)
         let range = try coder.pieceRange(segmentLength: seg.length, offset: offset, length: length)
-        let needed = Array((offset / pieceSize)...((offset + length - 1) / pieceSize))
+        let d = offset / pieceSize
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let fetched = try await fetchRanges(segment: seg, range: range, pieceSize: pieceSize, needed: Set(needed))
-        timings.add("download_network_wall", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-        if needed.allSatisfy({ fetched[$0] != nil }) {
-            // Every data piece the range covers arrived: no decoding.
-            var out = [UInt8]()
-            out.reserveCapacity(length)
-            for d in needed {
-                let start = max(offset, d * pieceSize), end = min(offset + length, (d + 1) * pieceSize)
-                let inPiece = start - d * pieceSize - range.lowerBound
-                out.append(contentsOf: fetched[d]![inPiece..<(inPiece + end - start)])
-            }
-            return out
-        }
+        let fetched = try await fetchRanges(segment: seg, range: range, pieceSize: pieceSize, needed: [d])
+        timings.add("download_network_sum", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        // The data piece arrived: its range is the requested bytes, no decoding.
+        if let bytes = fetched[d], bytes.count == length { return bytes }
         return try timings.measure("decode") {
             try coder.decodeRange(fetched, pieceRange: range, segmentLength: seg.length, offset: offset, length: length)
         }

@@ -22,6 +22,12 @@ public struct RenterConfiguration: Sendable {
     /// generous: it is for a stuck farmer, not a busy machine.
     public var readHedgeBase: Double = 2
     public var readHedgeRate: Double = 5_000_000
+    /// An upload starts s pieces; the other n − s start only if the s are
+    /// not all stored after base + piece bytes / rate seconds (or one fails
+    /// with no spare farmer left): long-tail protection without sending
+    /// n − s pieces' bytes on every healthy upload.
+    public var uploadHedgeBase: Double = 2
+    public var uploadHedgeRate: Double = 5_000_000
     /// Deadline for small requests (audit, delete, voucher, renewal).
     public var requestTimeout: Double = 10
     /// A farmer failing every contact for this long counts as offline: its

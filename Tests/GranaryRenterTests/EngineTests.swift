@@ -54,6 +54,52 @@ struct EngineTests {
         await e.stop()
     }
 
+    @Test func healthyUploadSendsOnlySPiecesAndSlowOneRacesAllN() async throws {
+        let dir = TemporaryDirectory(), dir2 = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let e = try await Self.engine(dir, farmers)
+        let data = Self.randomBytes(200_000, seed: 5)
+        let id = SegmentID.random()
+        try await e.segments.put(id, bytes: data)
+        // The n − s held-back pieces were never sent.
+        #expect(farmers.storeCount == 7)
+        #expect(try e.database.pieces(of: id).filter { $0.state == .stored }.count == 7)
+        await e.stop()
+
+        // Every farmer slow: the hedge delay passes and all n race; s are kept.
+        let slow = InProcessFarmers(count: 10)
+        for c in slow.contacts { slow.set(c.id, .slow) }
+        let e2 = try await Self.engine(dir2, slow) { $0.uploadHedgeBase = 0.01; $0.uploadHedgeRate = 1e12 }
+        let id2 = SegmentID.random()
+        try await e2.segments.put(id2, bytes: data)
+        #expect(slow.storeCount == 8)
+        #expect(try e2.database.pieces(of: id2).filter { $0.state == .stored }.count == 7)
+        #expect(try await e2.segments.read(id2, offset: 0, length: data.count) == data)
+        await e2.stop()
+    }
+
+    @Test func readAcrossDataPiecesAsksOnlyForItsBytesAndDecodesAMissingPart() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let e = try await Self.engine(dir, farmers)
+        let data = Self.randomBytes(1_000_003, seed: 6)
+        let id = SegmentID.random()
+        try await e.segments.put(id, bytes: data)
+        let pieceSize = RedundancyScheme.embeddedDefault.pieceSize(segmentLength: data.count)
+        let (offset, length) = (pieceSize - 1500, 3000)
+        let before = farmers.readBytes
+        #expect(try await e.segments.read(id, offset: offset, length: length) == Array(data[offset..<(offset + length)]))
+        #expect(farmers.readBytes - before == length)
+        // The second data piece's farmer gone: its part is decoded from k pieces, the first part still read directly.
+        let second = try #require(try e.database.pieces(of: id).first { $0.index == 1 && $0.state == .stored })
+        farmers.set(second.farmer, .offline)
+        #expect(try await e.segments.read(id, offset: offset, length: length) == Array(data[offset..<(offset + length)]))
+        // Across three pieces, with one missing.
+        let (o2, l2) = (pieceSize / 2, 2 * pieceSize)
+        #expect(try await e.segments.read(id, offset: o2, length: l2) == Array(data[o2..<(o2 + l2)]))
+        await e.stop()
+    }
+
     @Test func hangingFarmerDoesNotStallUpload() async throws {
         let dir = TemporaryDirectory()
         let farmers = InProcessFarmers(count: 10)

@@ -31,6 +31,11 @@ final class InProcessFarmers: FarmerLink, ContractSource, @unchecked Sendable {
     /// Range reads served per farmer.
     private(set) var reads: [Hash256: Int] = [:]
     func readCount(_ farmer: Hash256) -> Int { lock.withLock { reads[farmer] ?? 0 } }
+    /// Piece stores started and range bytes asked for, over all farmers.
+    private(set) var storesStarted = 0
+    private(set) var bytesAskedFor = 0
+    var storeCount: Int { lock.withLock { storesStarted } }
+    var readBytes: Int { lock.withLock { bytesAskedFor } }
 
     private func check(_ farmer: Hash256) async throws {
         switch lock.withLock({ behaviour[farmer] ?? .normal }) {
@@ -42,6 +47,7 @@ final class InProcessFarmers: FarmerLink, ContractSource, @unchecked Sendable {
     }
 
     func store(pieceID: Hash256, root: Hash256, bytes: ArraySlice<UInt8>, contract: ContractRecord) async throws {
+        lock.withLock { storesStarted += 1 }
         try await check(contract.farmer.id)
         let tree = MerkleTree(data: Array(bytes))
         guard tree.root == root else { throw FarmerLinkError.refused("root mismatch") }
@@ -55,6 +61,7 @@ final class InProcessFarmers: FarmerLink, ContractSource, @unchecked Sendable {
     }
 
     func read(pieceID: Hash256, root: Hash256, pieceSize: Int, range: Range<Int>, contract: ContractRecord) async throws -> [UInt8] {
+        lock.withLock { bytesAskedFor += range.count }
         try await check(contract.farmer.id)
         lock.withLock { reads[contract.farmer.id, default: 0] += 1 }
         let p = try piece(contract.farmer.id, pieceID)

@@ -100,7 +100,9 @@ struct NetworkBench: AsyncParsableCommand {
         let chunksPerSegment = max(1, (segment << 20) / ChunkSealer.sealedSize(plaintextCount: Self.chunkSize))
         let chunkCount = (totalBytes + Self.chunkSize - 1) / Self.chunkSize
         let segmentCount = (chunkCount + chunksPerSegment - 1) / chunksPerSegment
-        let sealClock = StageClock()
+        let sealClock = StageClock(), chunkIDClock = StageClock(), generateClock = StageClock()
+        let farmerPIDs = children.dropFirst().map(\.pid)
+        let cpuBeforeUpload = CPUSample(farmers: farmerPIDs)
         let uploadStart = Date()
         let layouts = try await withThrowingTaskGroup(of: SegmentLayout.self) { group in
             var out: [SegmentLayout] = []
@@ -110,20 +112,33 @@ struct NetworkBench: AsyncParsableCommand {
                 nextSegment += 1
                 group.addTask {
                     let first = s * chunksPerSegment, last = min(chunkCount, first + chunksPerSegment)
-                    var bytes: [UInt8] = []
+                    let lengths = (first..<last).map { min(Self.chunkSize, totalBytes - $0 * Self.chunkSize) }
+                    let sealedSizes = lengths.map { ChunkSealer.sealedSize(plaintextCount: $0, algorithm: sealer.algorithm) }
                     var chunks: [(Hash256, Range<Int>)] = []
-                    for c in first..<last {
-                        let length = min(Self.chunkSize, totalBytes - c * Self.chunkSize)
-                        let plain = Self.data(seed: seed, chunk: c, length: length)
-                        let (id, sealed) = sealClock.measure { sealer.seal(plain) }
-                        chunks.append((id, bytes.count..<(bytes.count + sealed.count)))
-                        bytes.append(contentsOf: sealed)
+                    // Chunks are sealed straight into the segment (no per-chunk copy).
+                    var plain = [UInt8](repeating: 0, count: Self.chunkSize)
+                    let bytes = try [UInt8](unsafeUninitializedCapacity: sealedSizes.reduce(0, +)) { out, initialized in
+                        for (i, c) in (first..<last).enumerated() {
+                            generateClock.measure { Self.fill(&plain, seed: seed, chunk: c, length: lengths[i]) }
+                            let id = try plain.withUnsafeBytes { whole in
+                                let p = UnsafeRawBufferPointer(rebasing: whole[..<lengths[i]])
+                                let id = chunkIDClock.measure { sealer.chunkID(of: p) }
+                                let dst = UnsafeMutableRawBufferPointer(start: out.baseAddress! + initialized, count: sealedSizes[i])
+                                _ = try sealClock.measure { try sealer.seal(p, chunkID: id, into: dst) }
+                                return id
+                            }
+                            chunks.append((id, initialized..<(initialized + sealedSizes[i])))
+                            initialized += sealedSizes[i]
+                        }
                     }
                     let id = SegmentID(bytes: Blake2b.hash256(Array("bench-\(seed)-\(s)".utf8)).bytes)!
                     try await engine.segments.put(id, bytes: bytes)
-                    let line = "durable segment \(id.hex) bytes=\(bytes.count) blake2b=\(Blake2b.hash256(bytes).hex)\n"
-                    FileHandle.standardError.write(Data(line.utf8))
-                    if uploadOnly { _ = line.withCString { write(STDOUT_FILENO, $0, strlen($0)) } }
+                    if uploadOnly {
+                        // Only here: hashing every segment again would be a
+                        // fourth pass over the data inside the timed upload.
+                        let line = "durable segment \(id.hex) bytes=\(bytes.count) blake2b=\(Blake2b.hash256(bytes).hex)\n"
+                        _ = line.withCString { write(STDOUT_FILENO, $0, strlen($0)) }
+                    }
                     return SegmentLayout(id: id, chunks: chunks)
                 }
             }
@@ -135,6 +150,7 @@ struct NetworkBench: AsyncParsableCommand {
             return out
         }
         let uploadSeconds = Date().timeIntervalSince(uploadStart)
+        let cpuAfterUpload = CPUSample(farmers: farmerPIDs)
         log.info("upload: \(String(format: "%.1f", Double(totalBytes) / uploadSeconds / 1e6)) MB/s")
         if uploadOnly {
             await engine.stop()
@@ -159,6 +175,7 @@ struct NetworkBench: AsyncParsableCommand {
             while try await group.next() != nil { if next < reads.count { add() } }
         }
         let downloadSeconds = Date().timeIntervalSince(downloadStart)
+        let cpuAfterDownload = CPUSample(farmers: farmerPIDs)
         let timings = engine.store.timings.snapshot
         let status = engine.status()
         await engine.stop()
@@ -169,6 +186,16 @@ struct NetworkBench: AsyncParsableCommand {
             "upload_wall": uploadSeconds, "download_wall": downloadSeconds, "local_copy": localSeconds,
         ]
         for (k, v) in timings { breakdown[k] = v }
+        breakdown["generate"] = generateClock.seconds
+        breakdown["chunk_id_hash"] = chunkIDClock.seconds
+        // CPU seconds per phase: the renter (this process), the farmer
+        // processes, and what the whole machine had (cores × wall) and used.
+        for (phase, a, b) in [("upload", cpuBeforeUpload, cpuAfterUpload), ("download", cpuAfterUpload, cpuAfterDownload)] {
+            breakdown["\(phase)_cpu_renter"] = b.renter - a.renter
+            breakdown["\(phase)_cpu_farmers"] = b.farmers - a.farmers
+            breakdown["\(phase)_cpu_machine_busy"] = b.machineBusy - a.machineBusy
+            breakdown["\(phase)_cpu_machine_total"] = b.machineTotal - a.machineTotal
+        }
         let result: [String: Any] = [
             "upload_mbps": mb / uploadSeconds, "cold_download_mbps": mb / downloadSeconds, "local_copy_mbps": mb / localSeconds,
             "size_mib": size, "farmers": status.farmers.count, "scheme": scheme.description, "segments": segmentCount,
@@ -193,6 +220,13 @@ struct NetworkBench: AsyncParsableCommand {
     /// Deterministic pseudo-random plaintext of one chunk (SplitMix64).
     static func data(seed: UInt64, chunk: Int, length: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: length)
+        fill(&out, seed: seed, chunk: chunk, length: length)
+        return out
+    }
+
+    /// Writes the first `length` bytes of chunk `chunk`'s plaintext into `out`.
+    static func fill(_ out: inout [UInt8], seed: UInt64, chunk: Int, length: Int) {
+        precondition(out.count >= length)
         var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(chunk) &* 0xD1B5_4A32_D192_ED03
         out.withUnsafeMutableBytes { buf in
             let words = length / 8
@@ -205,7 +239,6 @@ struct NetworkBench: AsyncParsableCommand {
                 p.storeBytes(of: z ^ (z >> 31), toByteOffset: i * 8, as: UInt64.self)
             }
         }
-        return out
     }
 
     /// `dd bs=1M conv=fsync`: seconds to write `bytes` in 1 MiB blocks and fsync.
@@ -227,18 +260,55 @@ struct NetworkBench: AsyncParsableCommand {
     }
 }
 
-/// Seconds of work summed over tasks.
+/// CPU seconds of work summed over tasks.
 final class StageClock: @unchecked Sendable {
     // A lock: many tasks add to it.
     private let lock = NSLock()
     private var total: Double = 0
     var seconds: Double { lock.lock(); defer { lock.unlock() }; return total }
+    /// Adds the CPU seconds the calling thread spends in `body`.
     func measure<T>(_ body: () throws -> T) rethrows -> T {
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = StageTimings.threadCPUSeconds()
         defer {
-            let s = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            let s = StageTimings.threadCPUSeconds() - t0
             lock.lock(); total += s; lock.unlock()
         }
         return try body()
+    }
+}
+
+/// CPU seconds used so far by this process, by the farmer processes, and
+/// by the whole machine (busy and total core-seconds, from /proc/stat).
+struct CPUSample {
+    var renter: Double
+    var farmers: Double
+    var machineBusy: Double
+    var machineTotal: Double
+
+    init(farmers pids: [Int32]) {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        renter = seconds(usage.ru_utime) + seconds(usage.ru_stime)
+        let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+        farmers = pids.reduce(0) { sum, pid in
+            // Fields after the ")" closing the command name: utime is the 12th, stime the 13th.
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return sum }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) else { return sum }
+            return sum + (u + s) / tick
+        }
+        machineBusy = 0; machineTotal = 0
+        if let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") }) {
+            let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+            if v.count >= 5 {
+                // user nice system idle iowait irq softirq steal (guest is inside user).
+                let total = v.prefix(8).reduce(0, +), idle = v[3] + v[4]
+                machineTotal = total / tick
+                machineBusy = (total - idle) / tick
+            }
+        }
     }
 }
