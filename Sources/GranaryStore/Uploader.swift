@@ -281,11 +281,11 @@ extension GranaryStore {
             }
             do {
                 try db.write { db in
-                    try db.execute(sql: "INSERT OR IGNORE INTO segment (id, size, created, live) VALUES (?, ?, ?, ?)",
-                                   arguments: [Data(segID.bytes), c.byteCount, wallClockNanos(), c.byteCount])
+                    try db.run("INSERT OR IGNORE INTO segment (id, size, created, live) VALUES (?, ?, ?, ?)",
+                                   [Data(segID.bytes), c.byteCount, wallClockNanos(), c.byteCount])
                     for (id, loc) in newBlobs {
-                        try db.execute(sql: "INSERT OR IGNORE INTO blob (chunk_id, segment, offset, sealed_length, plain_length) VALUES (?, ?, ?, ?, ?)",
-                                       arguments: [Data(id.bytes), Data(loc.segment.bytes), loc.offset, loc.sealedLength, loc.plainLength])
+                        try db.run("INSERT OR IGNORE INTO blob (chunk_id, segment, offset, sealed_length, plain_length) VALUES (?, ?, ?, ?, ?)",
+                                       [Data(id.bytes), Data(loc.segment.bytes), loc.offset, loc.sealedLength, loc.plainLength])
                     }
                 }
             } catch {
