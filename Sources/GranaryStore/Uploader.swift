@@ -18,8 +18,13 @@ final class UploaderState: @unchecked Sendable {
     /// (time, uploaded bytes) samples for the rate.
     var samples: [(UInt64, UInt64)] = []
 
+    /// Every close calls this: only the first call before a pass signals,
+    /// so a copy of many small files does not wake the uploader's thread
+    /// once per file just to have it wait again for the pass interval.
     func wake() {
-        cond.lock(); wakeRequested = true; cond.signal(); cond.unlock()
+        cond.lock()
+        if !wakeRequested { wakeRequested = true; cond.signal() }
+        cond.unlock()
     }
 
     func record(bytes: UInt64) {
