@@ -163,7 +163,13 @@ public struct ContractBook: Sendable {
                 if let row = try Row.fetchOne(db, sql: "SELECT cumulative, sequence FROM vouchers WHERE contract_id = ?", arguments: [Data(v.contractID.bytes)]) {
                     let amount = UInt64(max(0, row["cumulative"] as Int64)), sequence = UInt64(max(0, row["sequence"] as Int64))
                     guard v.cumulativeAmount > amount, v.sequence > sequence else {
-                        throw FarmerError(.staleVoucher, "voucher (amount \(v.cumulativeAmount), sequence \(v.sequence)) is not above the last accepted (amount \(amount), sequence \(sequence))")
+                        var error = FarmerError(.staleVoucher, "voucher (amount \(v.cumulativeAmount), sequence \(v.sequence)) is not above the last accepted (amount \(amount), sequence \(sequence))")
+                        var last = Granary_VoucherAccepted()
+                        last.contractID = Data(v.contractID.bytes)
+                        last.cumulativeAmount = amount
+                        last.sequence = sequence
+                        error.lastVoucher = last
+                        throw error
                     }
                 }
                 try db.execute(sql: "INSERT OR REPLACE INTO vouchers (contract_id, cumulative, sequence, envelope, received_at) VALUES (?, ?, ?, ?, ?)",

@@ -5,13 +5,19 @@ import GranaryWire
 public struct FarmerError: Error, Sendable, CustomStringConvertible {
     public let code: Granary_TransferError.Code
     public let message: String
+    /// With `.staleVoucher`: the contract's highest accepted voucher.
+    public var lastVoucher: Granary_VoucherAccepted?
 
     public init(_ code: Granary_TransferError.Code, _ message: String) {
         self.code = code; self.message = message
     }
 
     public var description: String { "\(code): \(message)" }
-    public var wire: Granary_TransferError { Granary_TransferError(code, message) }
+    public var wire: Granary_TransferError {
+        var e = Granary_TransferError(code, message)
+        if let lastVoucher { e.lastVoucher = lastVoucher }
+        return e
+    }
 
     static func `internal`(_ what: String, _ error: any Error) -> FarmerError {
         FarmerError(.internal, "\(what): \(error)")

@@ -112,7 +112,7 @@ public final class AuditScheduler: @unchecked Sendable {
         } catch let error as FarmerLinkError {
             switch error {
             case .unreachable: verdict = .timeout
-            case .pieceNotFound, .refused, .badProof: verdict = .fail
+            case .pieceNotFound, .refused, .badProof, .staleVoucher: verdict = .fail
             }
             detail = error.description
         } catch {
@@ -135,10 +135,23 @@ public final class AuditScheduler: @unchecked Sendable {
             if pay > 0 {
                 do {
                     let link = self.link
-                    try await withDeadline(config.requestTimeout) {
-                        try await link.pay(contract: contract, cumulative: cumulative, sequence: sequence)
+                    let timeout = config.requestTimeout
+                    func send(_ cumulative: UInt64, _ sequence: UInt64) async throws {
+                        try await withDeadline(timeout) {
+                            try await link.pay(contract: contract, cumulative: cumulative, sequence: sequence)
+                        }
+                        try db.acknowledgeVoucher(contract: contract.id, sequence: sequence)
                     }
-                    try db.acknowledgeVoucher(contract: contract.id, sequence: sequence)
+                    do {
+                        try await send(cumulative, sequence)
+                    } catch FarmerLinkError.staleVoucher(let farmerCumulative, let farmerSequence) {
+                        // Our ledger is behind the farmer's (network.db came
+                        // from an older snapshot): continue above its highest.
+                        let next = try db.raiseVoucher(contract: contract.id, above: farmerCumulative, sequence: farmerSequence,
+                                                       pay: pay, at: now)
+                        log.notice("contract \(contract.id.short): ledger was behind the farmer's voucher (amount \(farmerCumulative)); continuing at \(next.cumulative)")
+                        try await send(next.cumulative, next.sequence)
+                    }
                 } catch {
                     // The amount stays owed in network.db; the next voucher carries it (cumulative).
                     log.info("voucher for contract \(contract.id.short) not delivered: \(error)")

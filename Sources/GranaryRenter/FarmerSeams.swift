@@ -116,6 +116,9 @@ public enum FarmerLinkError: Error, CustomStringConvertible {
     case refused(String)
     /// The farmer's bytes do not match the piece root.
     case badProof(String)
+    /// A voucher not above the farmer's highest for the contract, which it
+    /// named: the renter's ledger is behind (restored from an older snapshot).
+    case staleVoucher(cumulative: UInt64, sequence: UInt64)
 
     public var description: String {
         switch self {
@@ -123,6 +126,7 @@ public enum FarmerLinkError: Error, CustomStringConvertible {
         case let .unreachable(why): return "farmer unreachable: \(why)"
         case let .refused(why): return "farmer refused: \(why)"
         case let .badProof(why): return "farmer sent bytes that fail their proof: \(why)"
+        case let .staleVoucher(c, s): return "farmer already holds a voucher for amount \(c), sequence \(s)"
         }
     }
 }

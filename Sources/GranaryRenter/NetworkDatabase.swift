@@ -435,6 +435,24 @@ public final class NetworkDatabase: Sendable {
         }
     }
 
+    /// Moves a contract's ledger above the farmer's highest accepted
+    /// voucher (`cumulative`, `sequence`) plus `pay` still owed for the
+    /// audit at hand; never lowers it. Returns the voucher to send.
+    public func raiseVoucher(contract: Hash256, above cumulative: UInt64, sequence: UInt64, pay: UInt64,
+                             at: Date) throws -> (cumulative: UInt64, sequence: UInt64) {
+        try pool.write { db in
+            let current = try Row.fetchOne(db, sql: "SELECT cumulative, sequence FROM vouchers WHERE contract = ?", arguments: [contract.data])
+            let newCumulative = max(UInt64(current?["cumulative"] as Int64? ?? 0), cumulative + pay)
+            let newSequence = max(UInt64(current?["sequence"] as Int64? ?? 0), sequence + 1)
+            try db.execute(sql: """
+                INSERT INTO vouchers (contract, cumulative, sequence, acknowledged, updated) VALUES (?, ?, ?, 0, ?)
+                ON CONFLICT(contract) DO UPDATE SET cumulative = excluded.cumulative, sequence = excluded.sequence,
+                    acknowledged = 0, updated = excluded.updated
+                """, arguments: [contract.data, Int64(clamping: newCumulative), Int64(clamping: newSequence), at.timeIntervalSince1970])
+            return (newCumulative, newSequence)
+        }
+    }
+
     public func acknowledgeVoucher(contract: Hash256, sequence: UInt64) throws {
         try pool.write { db in
             try db.execute(sql: "UPDATE vouchers SET acknowledged = 1 WHERE contract = ? AND sequence = ?",

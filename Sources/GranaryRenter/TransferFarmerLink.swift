@@ -79,6 +79,7 @@ public actor TransferFarmerLink: FarmerLink {
             return FarmerLinkError.refused("\(code): \(message)")
         case .connect, .timedOut, .session, .closed: return FarmerLinkError.unreachable(e.description)
         case let .badProof(why): return FarmerLinkError.badProof(why)
+        case let .staleVoucher(last, _): return FarmerLinkError.staleVoucher(cumulative: last.cumulativeAmount, sequence: last.sequence)
         case let .protocolViolation(why): return FarmerLinkError.refused("protocol violation: \(why)")
         }
     }

@@ -146,6 +146,9 @@ final class BadInputTests {
         for (bad, why) in [(try voucher(50, 2), "lower"), (try voucher(100, 1), "reused"), (try voucher(200, 1), "same sequence")] {
             do { _ = try await client.sendVoucher(bad); Issue.record("\(why) voucher accepted") } catch {
                 #expect(error.code == .staleVoucher, "\(why)")
+                // The farmer names its highest, so a renter whose ledger is behind can continue above it.
+                guard case let .staleVoucher(last, _) = error else { Issue.record("\(why): \(error)"); continue }
+                #expect(last.cumulativeAmount == 100 && last.sequence == 1, "\(why)")
             }
         }
         var forged = try voucher(300, 3).envelope

@@ -7,7 +7,7 @@ import Testing
 /// compacting deletes pieces on the farmers' disks and gives the bytes back
 /// to the contracts; what is left reads back bit-exact, also cold.
 @Suite(.serialized) struct NetworkCompactionTests {
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.timeLimit(.minutes(10)))
     func deleteThreeQuartersCompactFreesPiecesAndContractBytes() throws {
         try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
@@ -34,21 +34,21 @@ import Testing
         }
         func status() -> CompactOutput { CompactOutput(Shell.run("'\(bin)' status --state '\(state)/renter' --json", timeout: 30), requireDone: false) }
         func contractBytes(_ s: CompactOutput) -> Int { Int(s.extra?["network.contract_bytes_used"] ?? "") ?? -1 }
-        let files = 16, kept = 4
+        let files = 50, kept = 12
         let cmpKept = (0..<kept).map { "cmp '\(refs)/f\($0)' '\(mnt)/f\($0)'" }.joined(separator: " && ")
 
         var up = try startUp()
-        // 64 MiB in 16 files of 4 MiB (one chunk each).
+        // 200 MiB in 50 files of 4 MiB (one chunk each), as the issue asks.
         let write = Shell.run("""
             set -e; for i in $(seq 0 \(files - 1)); do head -c 4194304 /dev/urandom > '\(refs)'/f$i; cp '\(refs)'/f$i '\(mnt)'/f$i; done
             '\(bin)' flush --state '\(state)/renter'
-            """, timeout: 180)
+            """, timeout: 360)
         #expect(write.status == 0, "write and flush: \(write.output.suffix(2000))")
         let before = status(), piecesBefore = farmerPieces()
 
         // Delete three quarters, compact.
         #expect(Shell.run("cd '\(mnt)' && rm " + (kept..<files).map { "f\($0)" }.joined(separator: " ")).status == 0)
-        let compact = CompactOutput(Shell.run("'\(bin)' compact --state '\(state)/renter' --json", timeout: 120))
+        let compact = CompactOutput(Shell.run("'\(bin)' compact --state '\(state)/renter' --json", timeout: 300))
         #expect(compact.ok, "compact: \(compact.raw)")
         let after = status(), piecesAfter = farmerPieces()
 

@@ -182,6 +182,40 @@ struct RealNetworkTests {
         await net.stopBidders()
     }
 
+    /// network.db restored from an older snapshot holds lower vouchers
+    /// than the farmers accepted: the farmers say so with their highest,
+    /// and the renter continues above it instead of going unpaid.
+    @Test(.timeLimit(.minutes(3)))
+    func restoredLedgerCatchesUpWithTheFarmersVouchers() async throws {
+        let net = try LoopbackNetwork(farmers: 10)
+        let state = net.dir.sub("ledger-renter")
+        let identity = NodeIdentity.generate(difficulty: LoopbackNetwork.powBits)
+        var e = try await net.startRenter(state: state, identity: identity)
+        try await e.segments.put(SegmentID.random(), bytes: pseudoRandomBytes(1 << 20, seed: 31))
+        let old = net.dir.path + "/old-network.db"
+        try e.database.copy(to: old)  // the "snapshot", before any payment
+        for _ in 0..<2 { #expect(await e.audits.auditAll().allSatisfy { $0.verdict == .pass && $0.paid > 0 }) }
+        let paid = try e.database.vouchers()
+        #expect(!paid.isEmpty && paid.values.allSatisfy { $0 > 0 })
+        await e.stop()
+
+        // The restore: the old ledger comes back.
+        let fm = FileManager.default
+        for suffix in ["", "-wal", "-shm"] { try? fm.removeItem(atPath: state + "/network.db" + suffix) }
+        try fm.copyItem(atPath: old, toPath: state + "/network.db")
+        e = try await net.startRenter(state: state, identity: identity)
+        #expect(try e.database.vouchers().isEmpty)
+        let outcomes = await e.audits.auditAll()
+        #expect(!outcomes.isEmpty && outcomes.allSatisfy { $0.verdict == .pass && $0.paid > 0 }, "\(outcomes)")
+        let after = try e.database.vouchers()
+        for (contract, amount) in paid {
+            // Above what the farmer already held (the old ledger alone would have sent one audit's price).
+            #expect((after[contract] ?? 0) > amount, "contract \(contract.short): \(after[contract] ?? 0) after, \(amount) before")
+        }
+        await e.stop()
+        await net.stopBidders()
+    }
+
     @Test(.timeLimit(.minutes(3)))
     func renterKilledMidUploadRecovers() async throws {
         let net = try LoopbackNetwork(farmers: 10)

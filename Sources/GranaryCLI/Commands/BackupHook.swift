@@ -9,6 +9,9 @@ import Logging
 /// control socket's thread) and every interval, stopped after the unmount.
 struct BackupHook: Sendable {
     var afterFlush: @Sendable () throws -> String
+    /// One more snapshot after the unmount's flush, so what Ctrl-C flushed
+    /// is restorable without a `granary flush` first.
+    var final: @Sendable () async throws -> String
     var stop: @Sendable () async -> Void
 
     /// meta.db and network.db, named as a restore lays them out in the state folder.
@@ -27,6 +30,7 @@ struct BackupHook: Sendable {
         ], configuration: configuration)
         await backup.start()
         return BackupHook(afterFlush: { try AsyncWait.run { try await backup.snapshot().description } },
+                          final: { try await backup.snapshot().description },
                           stop: { await backup.stop() })
     }
 }
@@ -47,5 +51,41 @@ enum AsyncWait {
         }
         done.wait()
         return try box.result!.get()
+    }
+}
+
+/// Ends a wait after `seconds` even when the work goes on: shutdown must
+/// not hang on an unreachable network. The abandoned work ends when the
+/// engine under it stops.
+enum BoundedWait {
+    enum Outcome<T: Sendable>: Sendable {
+        case finished(T)
+        case failed(Error)
+        case timedOut
+    }
+
+    private final class Once<T: Sendable>: @unchecked Sendable {  // `lock` guards `continuation`
+        let lock = NSLock()
+        var continuation: CheckedContinuation<Outcome<T>, Never>?
+        func resume(_ outcome: Outcome<T>) {
+            lock.withLock {
+                continuation?.resume(returning: outcome)
+                continuation = nil
+            }
+        }
+    }
+
+    static func run<T: Sendable>(seconds: Double, _ operation: @escaping @Sendable () async throws -> T) async -> Outcome<T> {
+        let once = Once<T>()
+        return await withCheckedContinuation { continuation in
+            once.lock.withLock { once.continuation = continuation }
+            Task {
+                do { once.resume(.finished(try await operation())) } catch { once.resume(.failed(error)) }
+            }
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(max(0, seconds) * 1e9))
+                once.resume(.timedOut)
+            }
+        }
     }
 }

@@ -25,18 +25,10 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "A network node to join, HOST:PORT (a seed or any node; repeatable).") var bootstrap: [String] = []
     @Option(help: "Redundancy k/r/s/n: k pieces rebuild a segment, repair below r, durable at s, n generated.")
     var scheme: String = "4/5/7/8"
-    @Option(name: .customLong("compact-threshold"), help: "Rewrite segments whose live fraction falls below this (0 to 1).")
-    var compactThreshold: Double = 0.5
-    @Option(name: .customLong("compact-rate"), help: "Compaction budget in bytes per second, e.g. 8M (0: unlimited).")
-    var compactRate: String = "8M"
-    @Option(name: .customLong("compact-interval"), help: "Seconds between background compaction passes (0: only on `granary compact`).")
-    var compactInterval: Double = 600
+    @OptionGroup var background: BackgroundWorkOptions
     @Option(name: .customLong("upload-idle"), help: .hidden) var uploadIdle: Double = 2
     @Option(name: .customLong("read-timeout"), help: .hidden) var readTimeout: Double = 30
     @Flag(name: .customLong("writeback-cache"), help: .hidden) var writebackCache = false
-    @Option(name: .customLong("metadata-backup-interval"),
-            help: "Seconds between metadata snapshots when something changed (0: only on `granary flush`).")
-    var metadataBackupInterval: Double = 600
     @Option(name: .customLong("passphrase-file"), help: "Read the key file's passphrase from this file (else GRANARY_PASSPHRASE, else a prompt on a terminal).")
     var passphraseFile: String?
     @Flag(name: .customLong("plain-key"), help: "When the state folder has no key yet, create one without a passphrase.")
@@ -53,13 +45,7 @@ struct MountCommand: AsyncParsableCommand {
         }
         let redundancy: RedundancyScheme
         do { redundancy = try RedundancyScheme(parsing: scheme) } catch { throw ValidationError("--scheme: \(error)") }
-        guard compactThreshold >= 0, compactThreshold <= 1 else {
-            throw ValidationError("--compact-threshold \(compactThreshold) is not a fraction: use a number from 0 to 1, e.g. 0.5")
-        }
-        guard let rate = ByteSize.parse(compactRate) else {
-            throw ValidationError("--compact-rate \(compactRate) is not a size: use a number with an optional K, M, G or T suffix (0: unlimited)")
-        }
-        guard compactInterval >= 0 else { throw ValidationError("--compact-interval must be 0 or more seconds") }
+        let compaction = try background.compaction()
         if localSegments == nil && bootstrap.isEmpty {
             throw ValidationError("say where segments go: --bootstrap HOST:PORT (network) or --local-segments DIR (tests and development)")
         }
@@ -67,12 +53,10 @@ struct MountCommand: AsyncParsableCommand {
         options.uploadIdle = uploadIdle
         options.readTimeout = readTimeout
         options.writebackCache = writebackCache
-        options.compaction.threshold = compactThreshold
-        options.compaction.bytesPerSecond = rate
-        options.compaction.interval = compactInterval
+        options.compaction = compaction
         options.keyAccess = KeyAccess(passphrase: PassphraseSource(file: passphraseFile), plainIfNew: plainKey)
         let localSegments = self.localSegments, bootstrap = self.bootstrap, stateDirectory = state
-        let backupInterval = metadataBackupInterval
+        let backupInterval = background.metadataBackupInterval
         let takeOver = self.takeOver, renew = Duration.milliseconds(Int64(max(0.1, leaseRenew) * 1000))
         let absoluteState = URL(fileURLWithPath: state).standardizedFileURL.path
         try await MountSession.run(options) { keys in
@@ -128,6 +112,8 @@ enum MountSession {
         var compaction = CompactionConfiguration()
         /// How long Ctrl-C/SIGTERM waits for uploads before unmounting.
         var shutdownFlushSeconds: Double = 30
+        /// How long the unmount waits for its final metadata snapshot.
+        var shutdownSnapshotSeconds: Double = 20
         var keyAccess = KeyAccess()
     }
 
@@ -196,6 +182,14 @@ enum MountSession {
         let st = store.status()
         if st.dirtyBytes > 0 {
             log.notice("\(st.dirtyBytes) bytes stay in the local cache and upload on the next mount")
+        }
+        if let backup {
+            // What was flushed above becomes restorable from the key alone.
+            switch await BoundedWait.run(seconds: o.shutdownSnapshotSeconds, backup.final) {
+            case .finished(let summary): log.notice("\(summary)")
+            case .failed(let error): log.warning("no metadata snapshot at unmount: \(error); the previous one stays current")
+            case .timedOut: log.warning("no metadata snapshot within \(Int(o.shutdownSnapshotSeconds)) s at unmount; the previous one stays current")
+            }
         }
         await backup?.stop()
         await backend.stop()

@@ -22,10 +22,14 @@ enum RenterKeyFile {
     }
 
     static func unlock(_ path: String, with source: PassphraseSource) throws -> Unlocked {
-        let file = try KeyFile.read(path)
+        try unlock(KeyFile.read(path), with: source)
+    }
+
+    /// Opens an already read key file, asking `source` for its passphrase if sealed.
+    static func unlock(_ file: KeyFile, with source: PassphraseSource) throws -> Unlocked {
         var used: [UInt8]?
         let keys = try file.unlock {
-            used = try source.forUnlocking(path)
+            used = try source.forUnlocking(file.path)
             return used
         }
         return Unlocked(keys: keys, file: file, passphrase: used)

@@ -72,9 +72,10 @@ struct RestoreCommand: AsyncParsableCommand {
     /// The key, opened as a mount opens master.key (sealed or plain), and
     /// the file's bytes: the state folder gets the file exactly as given.
     static func loadKey(_ path: String, passphrase: PassphraseSource) throws -> (RenterKeys, [UInt8]) {
+        // Read once: the bytes that are opened are the bytes copied into the state folder.
         let bytes: [UInt8]
         do { bytes = try SecretFile.read(path) } catch { throw ValidationError("cannot read the key file: \(error)") }
-        let keys = try RenterKeyFile.unlock(path, with: passphrase).keys
+        let keys = try RenterKeyFile.unlock(KeyFile(parsing: bytes, path: path), with: passphrase).keys
         return (keys, bytes)
     }
 

@@ -24,8 +24,10 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Redundancy k/r/s/n.") var scheme = "4/5/7/8"
     @Option(name: .customLong("passphrase-file"), help: "The renter key's passphrase (else GRANARY_PASSPHRASE, else a prompt on a terminal).")
     var passphraseFile: String?
+    @OptionGroup var background: BackgroundWorkOptions
 
     func run() async throws {
+        _ = try background.compaction()  // refuse bad values before anything starts
         // The embedded network needs less proof of work than production: every
         // identity is minted once and kept, but 12 bits keep the first start quick.
         if ProcessInfo.processInfo.environment["GRANARY_POW_BITS"] == nil { setenv("GRANARY_POW_BITS", "12", 1) }
@@ -43,6 +45,7 @@ struct UpCommand: AsyncParsableCommand {
 
         var mountArgs = ["mount", mountpoint, "--bootstrap", network.seedAddress, "--state", state + "/renter", "--scheme", scheme]
         if let cacheSize { mountArgs += ["--cache-size", cacheSize] }
+        mountArgs += background.arguments
         mountArgs += keyArgs
         let mount = try ManagedChild.start(arguments: mountArgs, log: nil, environment: keyEnvironment)
         print("""

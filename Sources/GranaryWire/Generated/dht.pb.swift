@@ -370,7 +370,10 @@ public nonisolated struct Granary_DhtRecord: Sendable {
   /// The owner's Ed25519 public key; must equal the envelope's signer.
   public var ownerKey: Data = Data()
 
-  /// Application key, at most 256 bytes (e.g. "contact", "metadata-pointer").
+  /// Application key, at most 256 bytes (e.g. "contact"). Under keys that
+  /// start with "key-only/" the owner is a bare Ed25519 key and needs no
+  /// proof of work (a renter's metadata pointer, signed by a key derived
+  /// from its master key alone); elsewhere the owner's proof of work is checked.
   public var key: Data = Data()
 
   /// Application value, at most 1024 bytes.

@@ -112,6 +112,19 @@ public nonisolated struct Granary_TransferError: Sendable {
 
   public var message: String = String()
 
+  /// With STALE_VOUCHER: the highest voucher the farmer accepted for the
+  /// contract. A renter whose ledger fell behind (its state restored from an
+  /// older metadata snapshot) continues above it instead of being refused
+  /// until the farmer drops its pieces for want of payment.
+  public var lastVoucher: Granary_VoucherAccepted {
+    get {_lastVoucher ?? Granary_VoucherAccepted()}
+    set {_lastVoucher = newValue}
+  }
+  /// Returns true if `lastVoucher` has been explicitly set.
+  public var hasLastVoucher: Bool {self._lastVoucher != nil}
+  /// Clears the value of `lastVoucher`. Subsequent reads from it will return its default value.
+  public mutating func clearLastVoucher() {self._lastVoucher = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Code: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -247,6 +260,8 @@ public nonisolated struct Granary_TransferError: Sendable {
   }
 
   public init() {}
+
+  fileprivate var _lastVoucher: Granary_VoucherAccepted? = nil
 }
 
 /// Renter -> farmer: please countersign this contract. The envelope is the
@@ -811,7 +826,7 @@ nonisolated extension Granary_TransferHello: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Granary_TransferError: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TransferError"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{3}last_voucher\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -821,24 +836,33 @@ nonisolated extension Granary_TransferError: SwiftProtobuf.Message, SwiftProtobu
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularEnumField(value: &self.code) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._lastVoucher) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.code != .unspecified {
       try visitor.visitSingularEnumField(value: self.code, fieldNumber: 1)
     }
     if !self.message.isEmpty {
       try visitor.visitSingularStringField(value: self.message, fieldNumber: 2)
     }
+    try { if let v = self._lastVoucher {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Granary_TransferError, rhs: Granary_TransferError) -> Bool {
     if lhs.code != rhs.code {return false}
     if lhs.message != rhs.message {return false}
+    if lhs._lastVoucher != rhs._lastVoucher {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -116,7 +116,7 @@ public actor TransferClient {
         do {
             return try await body(session, id)
         } catch let error as TransferError {
-            if case .refused = error {} else { broken = true }
+            if !error.isFarmersAnswer { broken = true }
             if watchdog.fired { throw .timedOut("\(what) (no answer within \(requestTimeout))") }
             throw error
         } catch {
@@ -136,7 +136,13 @@ public actor TransferClient {
             throw TransferError.protocolViolation("answer to request \(response.requestID), expected \(id)")
         }
         guard let body = response.body else { throw TransferError.protocolViolation("empty response") }
-        if case let .error(e) = body { throw TransferError.refused(code: e.code, message: e.message) }
+        if case let .error(e) = body {
+            if e.code == .staleVoucher && e.hasLastVoucher {
+                throw TransferError.staleVoucher(lastAccepted: VoucherReceipt(cumulativeAmount: e.lastVoucher.cumulativeAmount,
+                                                                              sequence: e.lastVoucher.sequence), message: e.message)
+            }
+            throw TransferError.refused(code: e.code, message: e.message)
+        }
         return body
     }
 

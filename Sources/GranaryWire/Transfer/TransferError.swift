@@ -6,6 +6,9 @@ import Foundation
 public enum TransferError: Error, Sendable, CustomStringConvertible {
     /// The farmer answered with an error.
     case refused(code: Granary_TransferError.Code, message: String)
+    /// The voucher was not above the farmer's highest for its contract,
+    /// which the farmer returned (the renter's ledger is behind it).
+    case staleVoucher(lastAccepted: VoucherReceipt, message: String)
     /// The session could not be set up or broke (see SessionError).
     case session(SessionError)
     /// Could not connect.
@@ -19,15 +22,28 @@ public enum TransferError: Error, Sendable, CustomStringConvertible {
     /// The client was used after `close()` or a failure that ended the session.
     case closed
 
+    /// The farmer answered the request (with a refusal): the session stays usable.
+    public var isFarmersAnswer: Bool {
+        switch self {
+        case .refused, .staleVoucher: return true
+        default: return false
+        }
+    }
+
     /// The farmer's error code when it refused the request.
     public var code: Granary_TransferError.Code? {
-        if case let .refused(code, _) = self { return code }
-        return nil
+        switch self {
+        case let .refused(code, _): return code
+        case .staleVoucher: return .staleVoucher
+        default: return nil
+        }
     }
 
     public var description: String {
         switch self {
         case let .refused(code, message): return "farmer refused (\(code)): \(message)"
+        case let .staleVoucher(last, message):
+            return "farmer refused (staleVoucher): \(message); its highest is amount \(last.cumulativeAmount), sequence \(last.sequence)"
         case let .session(e): return e.description
         case let .connect(why): return "cannot connect: \(why)"
         case let .timedOut(what): return "timed out: \(what)"

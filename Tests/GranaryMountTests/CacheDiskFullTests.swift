@@ -1,0 +1,45 @@
+import Foundation
+import GranaryTestSupport
+import Testing
+
+/// The cache disk fills up: writes fail with ENOSPC (and a log line), what
+/// was fsynced before stays intact, the mount keeps serving, and freeing
+/// space lets writes go on.
+@Suite(.serialized) struct CacheDiskFullTests {
+    @Test(.timeLimit(.minutes(3)))
+    func writesGetENOSPCAndNothingFsyncedIsLost() throws {
+        try FuseEnvironment.require()
+        let dir = TemporaryDirectory("granary-cache-full")
+        let disk = try SmallDisk(megabytes: 320, under: dir.path)
+        let state = disk.sub("state"), mnt = dir.sub("mnt"), segments = dir.sub("segments"), refs = dir.sub("refs")
+        // Nothing uploads during the test (idle delay of an hour): dirty data stays on the small disk.
+        let mount = try ChildProcess.granary(["mount", mnt, "--state", state, "--local-segments", segments, "--plain-key",
+                                              "--upload-idle", "3600"], name: "granary-mount")
+        defer {
+            mount.stop(grace: 20)
+            Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
+        }
+        _ = try mount.waitForLine(timeout: 30) { $0.hasPrefix("granary mount ready at") }
+
+        #expect(Shell.run("head -c 50000000 /dev/urandom > '\(refs)/a' && cp '\(refs)/a' '\(mnt)/a' && sync '\(mnt)/a'").status == 0)
+        // 400 MB into what is left of 320 MiB less the 128 MiB the cache keeps free.
+        let big = Shell.run("dd if=/dev/zero of='\(mnt)/big' bs=1M count=400 conv=fsync 2>&1", timeout: 120)
+        #expect(big.status != 0 && big.output.contains("No space left on device"), "\(big.output)")
+        #expect(mount.output.contains { $0.contains("writes fail with ENOSPC") }, "the mount says why")
+
+        // Still serving; the fsynced file is intact.
+        #expect(Shell.run("cmp '\(refs)/a' '\(mnt)/a'").status == 0)
+        // Freeing space lets writes go on.
+        #expect(Shell.run("rm '\(mnt)/big'").status == 0)
+        #expect(Shell.run("head -c 20000000 /dev/urandom > '\(refs)/b' && cp '\(refs)/b' '\(mnt)/b' && sync '\(mnt)/b' && cmp '\(refs)/b' '\(mnt)/b'").status == 0)
+
+        // A crash loses nothing that was fsynced.
+        mount.kill()
+        Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
+        let again = try ChildProcess.granary(["mount", mnt, "--state", state, "--local-segments", segments, "--plain-key"], name: "granary-mount-2")
+        defer { again.stop(grace: 20) }
+        _ = try again.waitForLine(timeout: 30) { $0.hasPrefix("granary mount ready at") }
+        #expect(Shell.run("cmp '\(refs)/a' '\(mnt)/a' && cmp '\(refs)/b' '\(mnt)/b' && [ ! -e '\(mnt)/big' ]").status == 0)
+        withExtendedLifetime(disk) {}
+    }
+}
