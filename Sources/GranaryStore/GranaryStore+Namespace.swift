@@ -128,7 +128,7 @@ extension GranaryStore {
             try writeInodeRow(db, rec)
             if let acl {
                 try db.run("INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
-                               [Int64(bitPattern: ino), Data(PosixACL.accessName), Data(acl)])
+                           [Int64(bitPattern: ino), Data(PosixACL.accessName), Data(acl)])
             }
         }
         if let acl { rec.xattrs[PosixACL.accessName] = acl }
@@ -184,10 +184,10 @@ extension GranaryStore {
             try writeInodeRow(db, rec)
             try writeInodeRow(db, dir)
             try db.run("INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
-                           [Int64(bitPattern: dir.attr.ino), Data(name), Int64(bitPattern: attr.ino), cookie])
+                       [Int64(bitPattern: dir.attr.ino), Data(name), Int64(bitPattern: attr.ino), cookie])
             for (n, v) in xattrs {
                 try db.run("INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
-                               [Int64(bitPattern: attr.ino), Data(n), Data(v)])
+                           [Int64(bitPattern: attr.ino), Data(n), Data(v)])
             }
         }
         dir.entries![name] = DirectoryEntry(ino: attr.ino, cookie: cookie)
@@ -255,7 +255,7 @@ extension GranaryStore {
             try writeInodeRow(db, rec)
             try writeInodeRow(db, dir)
             try db.run("INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
-                           [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: ino), cookie])
+                       [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: ino), cookie])
         }
         dir.entries![newName] = DirectoryEntry(ino: ino, cookie: cookie)
         return rec.attr
@@ -402,9 +402,9 @@ extension GranaryStore {
                 for r in [src, dst] { r.attr.mtime = now; r.attr.ctime = now }
                 try metaWrite { db in
                     try db.run("UPDATE entry SET ino = ?, cookie = ? WHERE parent = ? AND name = ?",
-                                   [Int64(bitPattern: de.ino), c1, Int64(bitPattern: parent), Data(name)])
+                               [Int64(bitPattern: de.ino), c1, Int64(bitPattern: parent), Data(name)])
                     try db.run("UPDATE entry SET ino = ?, cookie = ? WHERE parent = ? AND name = ?",
-                                   [Int64(bitPattern: se.ino), c2, Int64(bitPattern: newParent), Data(newName)])
+                               [Int64(bitPattern: se.ino), c2, Int64(bitPattern: newParent), Data(newName)])
                     for r in [srec, drec, src, dst] { try writeInodeRow(db, r) }
                 }
                 return
@@ -437,7 +437,7 @@ extension GranaryStore {
             try metaWrite { db in
                 try db.run("DELETE FROM entry WHERE parent = ? AND name = ?", [Int64(bitPattern: parent), Data(name)])
                 try db.run("INSERT OR REPLACE INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
-                               [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: se.ino), cookie])
+                           [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: se.ino), cookie])
                 for r in [srec, src, dst] { try writeInodeRow(db, r) }
                 if let drec, inodes[drec.attr.ino] != nil { try writeInodeRow(db, drec) }
             }
@@ -520,7 +520,7 @@ extension GranaryStore {
         try metaWrite { db in
             if let stored {
                 try db.run("INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
-                               [Int64(bitPattern: ino), Data(name), Data(stored)])
+                           [Int64(bitPattern: ino), Data(name), Data(stored)])
             } else {
                 try db.run("DELETE FROM xattr WHERE ino = ? AND name = ?", [Int64(bitPattern: ino), Data(name)])
             }

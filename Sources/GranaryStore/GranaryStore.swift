@@ -230,10 +230,10 @@ public final class GranaryStore: @unchecked Sendable {
             try db.run("DELETE FROM chunk WHERE ino = ? AND idx = ?", [Int64(bitPattern: ino), idx])
         case let .clean(id, length)?:
             try db.run("INSERT OR REPLACE INTO chunk (ino, idx, dirty, chunk_id, length, base_id, base_limit, ranges) VALUES (?, ?, 0, ?, ?, NULL, 0, NULL)",
-                           [Int64(bitPattern: ino), idx, Data(id.bytes), length])
+                       [Int64(bitPattern: ino), idx, Data(id.bytes), length])
         case let .dirty(d)?:
             try db.run("INSERT OR REPLACE INTO chunk (ino, idx, dirty, chunk_id, length, base_id, base_limit, ranges) VALUES (?, ?, 1, NULL, 0, ?, ?, ?)",
-                           [Int64(bitPattern: ino), idx, d.base.map { Data($0.bytes) }, d.baseLimit,
+                       [Int64(bitPattern: ino), idx, d.base.map { Data($0.bytes) }, d.baseLimit,
                                        d.base == nil ? nil : Data(d.ranges.encoded)])
         }
     }

@@ -287,10 +287,10 @@ extension GranaryStore {
             do {
                 try db.write { db in
                     try db.run("INSERT OR IGNORE INTO segment (id, size, created, live) VALUES (?, ?, ?, ?)",
-                                   [Data(segID.bytes), c.byteCount, wallClockNanos(), c.byteCount])
+                               [Data(segID.bytes), c.byteCount, wallClockNanos(), c.byteCount])
                     for (id, loc) in newBlobs {
                         try db.run("INSERT OR IGNORE INTO blob (chunk_id, segment, offset, sealed_length, plain_length) VALUES (?, ?, ?, ?, ?)",
-                                       [Data(id.bytes), Data(loc.segment.bytes), loc.offset, loc.sealedLength, loc.plainLength])
+                                   [Data(id.bytes), Data(loc.segment.bytes), loc.offset, loc.sealedLength, loc.plainLength])
                     }
                 }
             } catch {
