@@ -86,14 +86,15 @@ let package = Package(
         ]),
 
         // Test helpers: child processes with time limits, temporary folders.
-        .target(name: "GranaryTestSupport", path: "Tests/Support"),
+        .target(name: "GranaryTestSupport", dependencies: ["GranaryCore"], path: "Tests/Support"),
 
         .testTarget(name: "GranaryCoreTests", dependencies: ["GranaryCore"]),
         .testTarget(name: "GranaryFarmerTests", dependencies: [
             "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryFarmer", "GranaryTestSupport",
             .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "GranaryDHTTests", dependencies: [
-            "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT", "GranaryTestSupport"]),
+            "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT", "GranaryTestSupport",
+            .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "GranaryRenterTests", dependencies: [
             "GranaryCore", "GranaryWire", "GranaryContracts", "GranaryDHT", "GranaryRenter", "GranaryTestSupport"]),
         .testTarget(name: "GranaryMountTests", dependencies: [

@@ -113,14 +113,25 @@ public struct NodeIdentity: Sendable {
     /// Deterministic search from a secret: seed_i = BLAKE2b(secret, i) until
     /// the proof of work holds, so a renter's identity follows from its key.
     public static func derive(from secret: [UInt8], difficulty: Int) -> NodeIdentity {
-        var counter: UInt64 = 0
+        search(from: secret, difficulty: difficulty).identity
+    }
+
+    /// `derive`, also returning the counter i that was found (a cache of it
+    /// saves the search next time: see `derived(from:counter:)`).
+    public static func search(from secret: [UInt8], difficulty: Int, startingAt start: UInt64 = 0) -> (identity: NodeIdentity, counter: UInt64) {
+        var counter = start
         while true {
-            var msg = Array("granary-identity".utf8)
-            withUnsafeBytes(of: counter.littleEndian) { msg.append(contentsOf: $0) }
-            let candidate = NodeIdentity(seed: Blake2b.hash256(msg, key: secret).bytes)
-            if candidate.publicKey.proofOfWorkBits >= difficulty { return candidate }
+            let candidate = derived(from: secret, counter: counter)
+            if candidate.publicKey.proofOfWorkBits >= difficulty { return (candidate, counter) }
             counter += 1
         }
+    }
+
+    /// The candidate identity number `counter` of the search from `secret`.
+    public static func derived(from secret: [UInt8], counter: UInt64) -> NodeIdentity {
+        var msg = Array("granary-identity".utf8)
+        withUnsafeBytes(of: counter.littleEndian) { msg.append(contentsOf: $0) }
+        return NodeIdentity(seed: Blake2b.hash256(msg, key: secret).bytes)
     }
 
     public func sign(_ message: UnsafeRawBufferPointer) -> [UInt8] {

@@ -63,19 +63,37 @@ public struct RenterKeys: Sendable {
 
     /// The renter's node identity, found deterministically from the master
     /// secret: the first of seed_0, seed_1, ... (see `NodeIdentity.derive`)
-    /// whose key meets `difficulty` bits of proof of work.
+    /// whose key meets `identityDifficulty(configured:)` bits of proof of work.
     ///
-    /// It depends on the difficulty: one key gives one identity on the
-    /// embedded network (12 bits), another on production networks (16), and
-    /// farmers bind contracts and pieces to it, so a state folder's
-    /// network.db works only at the difficulty it was made with (every node
-    /// of a network must agree on the difficulty anyway). What must be found
-    /// from the key alone, whatever the network, is signed by bare keys with
-    /// no proof of work instead: the mount lease (`leaseIdentity`) and the
-    /// metadata pointer.
-    public func nodeIdentity(difficulty: Int) -> NodeIdentity {
-        NodeIdentity.derive(from: derive(.identity), difficulty: difficulty)
+    /// Farmers bind contracts and pieces to this identity, so it must not
+    /// depend on the machine's configuration: the search always runs at
+    /// least at the production difficulty (16 bits, which also passes any
+    /// network that asks for less, such as the embedded network's 12 or a
+    /// test's 4), so one key has one identity wherever it is used. A network
+    /// that asks for more gets a stronger one (its nodes would refuse the
+    /// production one anyway).
+    ///
+    /// The search takes ~65,000 key derivations (a second or two); with
+    /// `nonceCache` (a file path, usually in the state folder) the counter
+    /// found is kept there and reused, after checking that it belongs to
+    /// this key and difficulty and still meets the proof of work. A cache
+    /// that fails any check is ignored and rewritten after a new search.
+    public func nodeIdentity(difficulty: Int, nonceCache: String? = nil) -> NodeIdentity {
+        let bits = Self.identityDifficulty(configured: difficulty)
+        let secret = derive(.identity)
+        let tag = Hex.encode(Array(Blake2b.hash256(Array("granary-identity-nonce".utf8), key: secret).bytes.prefix(8)))
+        if let nonceCache, let cached = IdentityNonceCache.read(nonceCache, tag: tag, difficulty: bits) {
+            let candidate = NodeIdentity.derived(from: secret, counter: cached)
+            if candidate.publicKey.proofOfWorkBits >= bits { return candidate }
+        }
+        let (identity, counter) = NodeIdentity.search(from: secret, difficulty: bits)
+        if let nonceCache { IdentityNonceCache.write(nonceCache, tag: tag, difficulty: bits, counter: counter) }
+        return identity
     }
+
+    /// The proof of work a renter's identity is searched at: the
+    /// configured network's, but never below production's.
+    public static func identityDifficulty(configured: Int) -> Int { max(configured, NodeIdentity.defaultDifficulty) }
 
     /// Signs the renter's mount lease in the DHT (see the renter's
     /// `MountLease`): a bare Ed25519 key from the lease subkey, with no proof

@@ -19,7 +19,7 @@ extension DHTNode {
     @discardableResult
     public func putRecord(key: [UInt8], value: [UInt8], sequence: UInt64, ttl: Duration,
                           signedBy owner: NodeIdentity) async throws(DHTError) -> Int {
-        let seconds = min(Double(ttl.components.seconds), SignedRecord.maxLifetime)
+        let seconds = min(Double(ttl.components.seconds), SignedRecord.maxLifetime(forKey: key))
         let record = try SignedRecord(owner: owner, key: key, value: value, sequence: sequence,
                                       expiresAt: Date().addingTimeInterval(seconds))
         if let old = ownRecords[record.storageKey], old.sequence > sequence {
@@ -66,12 +66,22 @@ extension DHTNode {
         return best
     }
 
-    /// STORE: keeps a record only when it verifies and is newer than the
-    /// one held. Returns false for an older or equal sequence.
+    /// STORE: keeps a record only when it verifies, fits the size bound
+    /// and is newer than the one held (only the highest sequence of a key
+    /// is kept, so a replayed older record is refused, also after a
+    /// restart). Returns false for an older or equal sequence.
     func accept(record envelope: Granary_SignedEnvelope) throws(DHTError) -> Bool {
+        let size = (try? envelope.serializedData())?.count ?? Int.max
+        guard size <= SignedRecord.maxEnvelopeBytes else {
+            throw .recordRejected("a record of \(size) bytes exceeds the \(SignedRecord.maxEnvelopeBytes) a node stores")
+        }
         let record = try SignedRecord(verifying: envelope, difficulty: configuration.difficulty)
         let key = record.storageKey
-        if let held = records[key], held.sequence >= record.sequence { return held.envelope == envelope }
+        if let held = records[key], held.sequence >= record.sequence {
+            let same = held.envelope == envelope
+            if same { recordArrived[key] = .now }
+            return same
+        }
         if records[key] == nil, records.count >= configuration.maxStoredRecords {
             purgeExpiredRecords()
             guard records.count < configuration.maxStoredRecords else {
@@ -79,21 +89,60 @@ extension DHTNode {
             }
         }
         records[key] = record
+        recordArrived[key] = .now
+        if let store {
+            do { try store.saveRecord(record) } catch { logger.warning("record \(key.short) kept in memory only: \(error)") }
+        }
         return true
     }
 
     func purgeExpiredRecords() {
         let now = Date()
         records = records.filter { $0.value.expiresAt > now }
+        recordArrived = recordArrived.filter { records[$0.key] != nil }
         ownRecords = ownRecords.filter { $0.value.expiresAt > now }
+        if let store {
+            do { try store.deleteExpiredRecords(now: now) } catch { logger.warning("cannot delete expired records: \(error)") }
+        }
     }
 
-    /// Owners re-store their records; holders replicate what they keep to
-    /// the current k closest (nodes come and go).
+    /// Reads back the records kept in routing.db (at start): those that
+    /// still verify are served again; expired, altered or surplus rows are
+    /// deleted, each with a log line.
+    func loadStoredRecords() {
+        guard let store else { return }
+        do {
+            let (kept, dropped) = try store.loadRecords(difficulty: configuration.difficulty, limit: configuration.maxStoredRecords)
+            for d in dropped { logger.warning("dropped stored \(d)") }
+            for r in kept where records[r.storageKey].map({ $0.sequence < r.sequence }) ?? true { records[r.storageKey] = r }
+            counters.update { $0.recordsLoaded += kept.count; $0.recordsDroppedAtLoad += dropped.count }
+            if !kept.isEmpty || !dropped.isEmpty {
+                logger.info("loaded \(kept.count) records from \(store.path), dropped \(dropped.count)")
+            }
+        } catch {
+            logger.warning("cannot load stored records: \(error)")
+        }
+    }
+
+    /// Kademlia's republish: owners re-store their records; holders
+    /// replicate what they keep to the current k closest (nodes come and
+    /// go), except records stored here within the last interval (another
+    /// holder just republished those).
     func republish() async {
         purgeExpiredRecords()
-        for record in Array(ownRecords.values) + Array(records.values) where !stopped {
+        let fresh = ContinuousClock.now - configuration.republishInterval
+        let held = records.filter { key, _ in
+            guard let arrived = recordArrived[key] else { return true }
+            return arrived < fresh
+        }.values
+        for record in Array(ownRecords.values) + Array(held) where !stopped {
             _ = await replicate(record)
         }
     }
+
+    /// Republishes now, as the periodic timer does (tests; an operator's nudge).
+    public func republishNow() async { await republish() }
+
+    /// The records this node holds for others (not its own), newest sequence per key.
+    public func heldRecords() -> [SignedRecord] { Array(records.values) }
 }

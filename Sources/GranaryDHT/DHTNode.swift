@@ -37,8 +37,12 @@ public actor DHTNode {
     var stopped = false
     var started = false
 
-    // Records this node holds for others, by storage key.
+    // Records this node holds for others, by storage key (also on disk
+    // when the node has a state path), and when each last arrived: a
+    // record stored here within the republish interval was just
+    // republished by someone else, so this node skips it (Kademlia).
     var records: [Hash256: SignedRecord] = [:]
+    var recordArrived: [Hash256: ContinuousClock.Instant] = [:]
     // Records this node owns and republishes, by storage key.
     var ownRecords: [Hash256: SignedRecord] = [:]
 
@@ -115,6 +119,7 @@ public actor DHTNode {
             for c in saved where c.id != id { table.update(c) }
             if !saved.isEmpty { logger.info("loaded \(saved.count) contacts from \(store.path)") }
         }
+        loadStoredRecords()
         transport.setReceiver { [weak self] bytes, from in self?.receive(bytes, from: from) }
         loops.append(periodic(configuration.refreshInterval / 4) { await $0.refreshBuckets() })
         loops.append(periodic(configuration.republishInterval) { await $0.republish() })

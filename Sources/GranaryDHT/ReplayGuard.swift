@@ -57,6 +57,10 @@ public struct DHTStatistics: Sendable, Equatable {
     public var offersDelivered = 0
     /// Publications received again after the seen-cache had them.
     public var duplicatePublications = 0
+    /// Records read back from routing.db at start, and rows dropped there
+    /// (expired, altered, over the limit).
+    public var recordsLoaded = 0
+    public var recordsDroppedAtLoad = 0
     public var droppedTotal: Int { dropped.values.reduce(0, +) }
     public init() {}
 }

@@ -6,8 +6,10 @@ import GranaryDatabase
 /// The routing table on disk (SQLite through GRDB, WAL), so a restarted
 /// node rejoins through the contacts it knew instead of only its bootstrap
 /// list. Written as a whole snapshot: the table is at most a few thousand rows.
+/// The same file keeps the signed records the node holds for others
+/// (`RoutingTableStore+Records.swift`).
 public final class RoutingTableStore: Sendable {
-    private let pool: DatabasePool
+    let pool: DatabasePool
     public let path: String
 
     public init(path: String) throws(DHTError) {
@@ -16,20 +18,36 @@ public final class RoutingTableStore: Sendable {
             var config = Configuration()
             config.busyMode = .timeout(5)
             pool = try DatabasePool(path: path, configuration: config)
-            var migrator = VersionedSchema()
-            migrator.registerMigration("v1-contacts") { db in
-                try db.create(table: "contact") { t in
-                    t.primaryKey("node_id", .blob)
-                    t.column("public_key", .blob).notNull()
-                    t.column("host", .text).notNull()
-                    t.column("port", .integer).notNull()
-                    t.column("last_seen", .double).notNull()
-                }
-            }
-            try migrator.migrate(pool)
+            try Self.schema.migrate(pool)
         } catch {
             throw .storage("\(path): \(error)")
         }
+    }
+
+    /// The file's migrations, in order (append only; identifiers never change).
+    public static var schema: VersionedSchema {
+        var migrator = VersionedSchema()
+        migrator.registerMigration("v1-contacts") { db in
+            try db.create(table: "contact") { t in
+                t.primaryKey("node_id", .blob)
+                t.column("public_key", .blob).notNull()
+                t.column("host", .text).notNull()
+                t.column("port", .integer).notNull()
+                t.column("last_seen", .double).notNull()
+            }
+        }
+        // Records held for others, one row per storage key (the highest
+        // sequence only), as the signed envelope received: verified again
+        // at load, so a row altered on disk is dropped, not served.
+        migrator.registerMigration("v2-records") { db in
+            try db.create(table: "record") { t in
+                t.primaryKey("storage_key", .blob)
+                t.column("envelope", .blob).notNull()
+                t.column("expires_at", .double).notNull()
+            }
+            try db.create(index: "record_expiry", on: "record", columns: ["expires_at"])
+        }
+        return migrator
     }
 
     /// Loads the saved contacts, skipping rows that no longer verify (a key

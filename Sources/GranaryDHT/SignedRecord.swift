@@ -9,8 +9,25 @@ public struct SignedRecord: Sendable, Equatable {
     /// Largest application key and value a node accepts.
     public static let maxKeyBytes = 256
     public static let maxValueBytes = 1024
-    /// Longest lifetime a node accepts (owners republish before expiry).
+    /// Longest lifetime a node accepts for a node's record (owners
+    /// republish before expiry).
     public static let maxLifetime: TimeInterval = 7 * 86_400
+    /// Longest lifetime of a `key-only/` record (a renter's metadata
+    /// pointer and manifests): 366 days, the longest contract a farmer signs
+    /// by default (`granary farm --max-duration`). The pointer must outlive
+    /// the renter's absence (a dead laptop is noticed after weeks, not
+    /// hours) for as long as any contract could still hold the data it
+    /// points to; after that there is nothing left to restore. Holders keep
+    /// it on disk and republish it, so it survives their restarts too.
+    public static let keyOnlyMaxLifetime: TimeInterval = 366 * 86_400
+    /// Largest signed envelope a node stores (key and value at their limits
+    /// plus the record's fields, the owner's key and the signature).
+    public static let maxEnvelopeBytes = 2_048
+
+    /// The longest lifetime accepted for a record under `key`.
+    public static func maxLifetime(forKey key: [UInt8]) -> TimeInterval {
+        ownerNeedsProofOfWork(key: key) ? maxLifetime : keyOnlyMaxLifetime
+    }
 
     public let owner: NodePublicKey
     public let key: [UInt8]
@@ -62,7 +79,7 @@ public struct SignedRecord: Sendable, Equatable {
     /// Verifies a record as received: the signature over its bytes, the
     /// owner's proof of work, that the signer is the owner the record names,
     /// the size bounds, and that it has not expired (and does not claim to
-    /// live longer than `maxLifetime`).
+    /// live longer than `maxLifetime(forKey:)`).
     public init(verifying envelope: Granary_SignedEnvelope, difficulty: Int, now: Date = Date()) throws(DHTError) {
         let signer: NodePublicKey, r: Granary_DhtRecord
         do { (signer, r) = try envelope.open(Granary_DhtRecord.self, kind: .record, difficulty: 0) } catch {
@@ -79,8 +96,9 @@ public struct SignedRecord: Sendable, Equatable {
         }
         let expires = Date(timeIntervalSince1970: Double(r.expiresAtMs) / 1000)
         guard expires > now else { throw .recordRejected("expired") }
-        guard expires.timeIntervalSince(now) <= Self.maxLifetime + 60 else {
-            throw .recordRejected("expiry more than \(Int(Self.maxLifetime / 86_400)) days ahead")
+        let lifetime = Self.maxLifetime(forKey: [UInt8](r.key))
+        guard expires.timeIntervalSince(now) <= lifetime + 60 else {
+            throw .recordRejected("expiry more than \(Int(lifetime / 86_400)) days ahead")
         }
         self.owner = signer
         self.key = [UInt8](r.key)

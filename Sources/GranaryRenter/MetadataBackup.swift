@@ -25,9 +25,13 @@ public struct MetadataBackupConfiguration: Sendable {
     public var interval: Double = 600
     /// Snapshots kept (and listed in the pointer); older ones are deleted.
     public var keep = 3
-    /// Records are signed for this long and re-signed this often while the renter runs.
-    public var recordLifetime: Double = SignedRecord.maxLifetime
-    public var resignInterval: Double = 86_400
+    /// Records are signed for this long (a year: see
+    /// `SignedRecord.keyOnlyMaxLifetime`) and re-signed and republished this
+    /// often while the renter runs, even when nothing changed, so holders
+    /// that lost them (new nodes among the closest) get them back. The DHT
+    /// node also re-stores them every `DHTConfiguration.republishInterval`.
+    public var recordLifetime: Double = SignedRecord.keyOnlyMaxLifetime
+    public var resignInterval: Double = 3_600
     public init() {}
 }
 
@@ -104,7 +108,7 @@ public actor MetadataBackup {
 
     private func tick() async {
         do {
-            let s = try await snapshot()
+            let s = try await snapshot(republishUnchanged: false)
             if !s.unchanged { log.info("\(s)") }
         } catch {
             log.warning("metadata snapshot failed: \(error); retrying in \(Int(configuration.interval)) s")
@@ -115,10 +119,12 @@ public actor MetadataBackup {
     /// Takes a snapshot unless nothing changed since the last one, stores
     /// it, publishes the pointer, and deletes snapshots beyond `keep`.
     /// Calls run one after another (a flush during a periodic snapshot
-    /// waits for it, then takes its own).
+    /// waits for it, then takes its own). When nothing changed the pointer
+    /// is still re-signed and republished (a flush), unless
+    /// `republishUnchanged` is false (the timer: it does so hourly).
     @discardableResult
-    public func snapshot() async throws -> SnapshotSummary {
-        try await serialized { try await self.takeSnapshot() }
+    public func snapshot(republishUnchanged: Bool = true) async throws -> SnapshotSummary {
+        try await serialized { try await self.takeSnapshot(republishUnchanged: republishUnchanged) }
     }
 
     /// Runs `body` after every earlier snapshot or re-signing has ended, so
@@ -140,7 +146,7 @@ public actor MetadataBackup {
         }
     }
 
-    private func takeSnapshot() async throws -> SnapshotSummary {
+    private func takeSnapshot(republishUnchanged: Bool) async throws -> SnapshotSummary {
         let db = engine.database
         let fm = FileManager.default
         try? fm.removeItem(atPath: workDirectory)
@@ -162,8 +168,11 @@ public actor MetadataBackup {
         let changeToken = Blake2b.hash256(token).bytes
         let previous = try db.snapshots()
         if let last = previous.first, last.changeToken == changeToken {
+            // Nothing new, but a flush still republishes the pointer: the
+            // nodes holding it may have changed since it was last stored.
+            let replicas = republishUnchanged ? await publish(previous) : 0
             return SnapshotSummary(sequence: last.sequence, created: last.created, bytes: 0, segments: 0, farmers: 0,
-                                   unchanged: true, pointerReplicas: 0)
+                                   unchanged: true, pointerReplicas: replicas)
         }
 
         let created = Date()

@@ -31,8 +31,9 @@ public final class MetadataRestorer: Sendable {
 
     /// Joins the network through `bootstrap` (HOST:PORT of a seed or any
     /// node) as the renter's own identity: farmers serve its pieces only to it.
+    /// `nonceCache` keeps the identity search's result (see `RenterKeys.nodeIdentity`).
     public static func connect(keys: RenterKeys, bootstrap: [String], difficulty: Int = NodeIdentity.configuredDifficulty,
-                               pieceTimeout: Double = 30) async throws -> MetadataRestorer {
+                               pieceTimeout: Double = 30, nonceCache: String? = nil) async throws -> MetadataRestorer {
         let seeds = try bootstrap.map { text -> DHTAddress in
             guard let a = DHTAddress(text) else { throw SegmentStoreError.unavailable("bootstrap address \(text) is not HOST:PORT") }
             return a
@@ -40,7 +41,7 @@ public final class MetadataRestorer: Sendable {
         let loopback = seeds.allSatisfy { $0.host == "127.0.0.1" || $0.host == "localhost" || $0.host == "::1" }
         var dht = DHTConfiguration()
         dht.difficulty = difficulty
-        let identity = keys.nodeIdentity(difficulty: difficulty)
+        let identity = keys.nodeIdentity(difficulty: difficulty, nonceCache: nonceCache)
         let node = try await DHTNode.start(identity: identity, listen: DHTAddress(host: loopback ? "127.0.0.1" : "0.0.0.0", port: 0),
                                            bootstrap: seeds, configuration: dht)
         return MetadataRestorer(node: node, link: TransferFarmerLink(identity: identity, difficulty: difficulty), keys: keys,

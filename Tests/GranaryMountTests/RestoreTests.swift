@@ -12,24 +12,57 @@ import Testing
 @Suite(.serialized) struct RestoreTests {
     static let env = ["GRANARY_POW_BITS": "4"]
 
-    /// A seed and farmers on loopback, killed on release.
+    /// A seed and farmers on loopback, killed on release. `restartAll`
+    /// stops every one of them and starts them again on the same state
+    /// folders and addresses, as after a power cut.
     final class Network {
-        let seed: ChildProcess
+        var seed: ChildProcess
         let seedAddress: String
+        let seedState: String
         var farmers: [ChildProcess] = []
         var storages: [String] = []
+        /// Each farmer's transfer (TCP) and DHT (UDP) address, as it printed them.
+        var farmerAddresses: [(tcp: String, udp: String)] = []
 
         init(dir: TemporaryDirectory, farmers count: Int) throws {
-            seed = try ChildProcess.granary(["seed", "--listen", "127.0.0.1:0", "--state", dir.sub("seed")], name: "seed", environment: env)
+            seedState = dir.sub("seed")
+            seed = try ChildProcess.granary(["seed", "--listen", "127.0.0.1:0", "--state", seedState], name: "seed", environment: env)
             let line = try seed.waitForLine(timeout: 30) { $0.contains("listening") && $0.contains("udp=") }
-            seedAddress = String(line.split(separator: " ").first { $0.hasPrefix("udp=") }!.dropFirst(4))
+            seedAddress = Self.field("udp", in: line)
             for i in 0..<count {
                 let storage = dir.sub("farmer\(i)")
-                farmers.append(try ChildProcess.granary(["farm", "--storage", storage, "--capacity", "8G", "--listen", "127.0.0.1:0",
-                                                         "--bootstrap", seedAddress], name: "farmer\(i)", environment: env))
+                farmers.append(try Self.farmer(storage: storage, tcp: "127.0.0.1:0", udp: nil, seed: seedAddress, name: "farmer\(i)"))
                 storages.append(storage)
             }
+            for f in farmers {
+                let line = try f.waitForLine(timeout: 60) { $0.contains("listening") && $0.contains("tcp=") }
+                farmerAddresses.append((Self.field("tcp", in: line), Self.field("udp", in: line)))
+            }
+        }
+
+        static func field(_ name: String, in line: String) -> String {
+            String(line.split(separator: " ").first { $0.hasPrefix(name + "=") }!.dropFirst(name.count + 1))
+        }
+
+        static func farmer(storage: String, tcp: String, udp: String?, seed: String, name: String) throws -> ChildProcess {
+            try ChildProcess.granary(["farm", "--storage", storage, "--capacity", "8G", "--listen", tcp, "--bootstrap", seed]
+                                     + (udp.map { ["--dht-listen", $0] } ?? []), name: name, environment: env)
+        }
+
+        func restartAll() throws {
+            for f in farmers { f.stop(grace: 20) }
+            seed.stop(grace: 20)
+            seed = try ChildProcess.granary(["seed", "--listen", seedAddress, "--state", seedState], name: "seed", environment: env)
+            _ = try seed.waitForLine(timeout: 30) { $0.contains("listening") && $0.contains("udp=") }
+            farmers = try storages.indices.map { i in
+                try Self.farmer(storage: storages[i], tcp: farmerAddresses[i].tcp, udp: farmerAddresses[i].udp, seed: seedAddress, name: "farmer\(i)")
+            }
             for f in farmers { _ = try f.waitForLine(timeout: 60) { $0.contains("listening") && $0.contains("tcp=") } }
+        }
+
+        deinit {
+            for f in farmers { f.stop(grace: 5) }
+            seed.stop(grace: 5)
         }
     }
 
@@ -178,6 +211,51 @@ import Testing
         #expect(Shell.run("""
             cmp '\(orig)/a' '\(mnt)/a' && printf 'first\\n' | cmp - '\(mnt)/d/note' && [ ! -e '\(mnt)/d/b' ] && [ "$(cat '\(mnt)/z')" = one ]
             """, timeout: 120).status == 0)
+        mount?.stop()
+        mount = nil
+        _ = net
+    }
+
+    /// Issue #7: the pointer outlives every DHT node process that held it.
+    /// The renter flushes (publishing its pointer) and goes away; the seed
+    /// and every farmer stop and start again on their state folders; a
+    /// restore on a fresh state folder with only the key still finds the
+    /// pointer in the restarted nodes' stored records, and the restored
+    /// mount reads back bit-exact.
+    @Test(.timeLimit(.minutes(6)))
+    func thePointerSurvivesARestartOfEveryDHTNode() async throws {
+        try FuseEnvironment.require()
+        let bin = try GranaryBinary.require()
+        let dir = TemporaryDirectory("granary-restore")
+        let net = try Network(dir: dir, farmers: 5)
+        let state = dir.path + "/state", mnt = dir.path + "/mnt", orig = dir.sub("orig")
+
+        var mount: NetworkMount? = try NetworkMount(state: state, mnt: mnt, seed: net.seedAddress)
+        #expect(Shell.run("""
+            head -c 2000000 /dev/urandom > '\(orig)/a' && cp '\(orig)/a' '\(mnt)/a' && mkdir '\(mnt)/d' && echo kept > '\(mnt)/d/note'
+            """).status == 0)
+        let sequence = try Self.flush(bin, state)
+        // The renter's identity search was cached in its state folder.
+        #expect(FileManager.default.fileExists(atPath: state + "/identity.nonce"))
+        mount?.stop()
+        mount = nil
+        let keyFile = dir.path + "/saved.key"
+        #expect(Shell.run("cp '\(state)/master.key' '\(keyFile)' && chmod 600 '\(keyFile)' && rm -rf '\(state)'").status == 0)
+
+        // Every DHT node process stops and starts again; nobody republishes
+        // from the renter's side.
+        try net.restartAll()
+
+        let restored = dir.path + "/restored"
+        let r = Shell.run("GRANARY_POW_BITS=4 '\(bin)' restore --bootstrap \(net.seedAddress) --key '\(keyFile)' --state '\(restored)'", timeout: 180)
+        // The flush's snapshot, or the unmount's own if it took one after it.
+        let restoredSequence = r.output.split(separator: "\n").first { $0.contains("restored snapshot ") }
+            .flatMap { line in line.split(separator: " ").drop { $0 != "snapshot" }.dropFirst().first.flatMap { UInt64($0) } }
+        #expect(r.status == 0 && (restoredSequence ?? 0) >= sequence, "\(r.output)")
+        #expect(FileManager.default.fileExists(atPath: restored + "/identity.nonce"))
+
+        mount = try NetworkMount(state: restored, mnt: mnt, seed: net.seedAddress)
+        #expect(Shell.run("cmp '\(orig)/a' '\(mnt)/a' && [ \"$(cat '\(mnt)/d/note')\" = kept ]", timeout: 120).status == 0)
         mount?.stop()
         mount = nil
         _ = net

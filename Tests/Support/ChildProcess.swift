@@ -1,4 +1,5 @@
 import Foundation
+import GranaryCore
 
 /// Finds the release build of `granary` that integration tests run.
 /// The README's test command builds it first and exports GRANARY_BIN.
@@ -63,7 +64,7 @@ public final class ChildProcess: @unchecked Sendable {
             }
             self.lock.unlock()
         }
-        try process.run()
+        try ProcessSpawner.run(process)  // children's PR_SET_PDEATHSIG follows the spawning thread
     }
 
     /// Starts `granary` with the given arguments.

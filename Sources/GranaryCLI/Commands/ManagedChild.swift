@@ -1,4 +1,5 @@
 import Foundation
+import GranaryCore
 
 /// A `granary` child process of `up`: dies with us (PR_SET_PDEATHSIG through
 /// GRANARY_PARENT_PID), its output appended to a log file or passed through.
@@ -24,7 +25,7 @@ final class ManagedChild: @unchecked Sendable {  // Process is thread-safe for t
             child.process.standardOutput = handle
             child.process.standardError = handle
         }
-        try child.process.run()
+        try ProcessSpawner.run(child.process)  // from a thread that never exits: see ProcessSpawner
         return child
     }
 

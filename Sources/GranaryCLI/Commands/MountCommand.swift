@@ -66,9 +66,11 @@ struct MountCommand: AsyncParsableCommand {
                 print("granary mount: local segments, no network: no mount lease is taken")
                 return MountBackend(segments: try FolderSegmentStore(directory: localSegments))
             }
-            // The renter's identity follows from its master key, so a restore
-            // with the key alone finds the same DHT records.
-            let identity = keys.nodeIdentity(difficulty: NodeIdentity.configuredDifficulty)
+            // The renter's identity follows from its master key alone (the
+            // same whatever the configured difficulty), so a restore with the
+            // key finds the same contracts; its search is cached in the state folder.
+            let identity = keys.nodeIdentity(difficulty: NodeIdentity.configuredDifficulty,
+                                             nonceCache: absoluteState + "/identity.nonce")
             print("granary mount: joining the network through \(bootstrap.joined(separator: ", ")) and forming contracts in the background (scheme \(redundancy))")
             fflush(nil)
             // The lease is taken as soon as the DHT is joined: a refused

@@ -31,7 +31,11 @@ struct RestoreCommand: AsyncParsableCommand {
 
         print("granary restore: joining the network through \(bootstrap.joined(separator: ", "))")
         fflush(nil)
-        let restorer = try await MetadataRestorer.connect(keys: keys, bootstrap: bootstrap)
+        // The folder first, so the identity search is cached for the mount.
+        try fm.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+        chmod(stateDirectory, 0o700)
+        let restorer = try await MetadataRestorer.connect(keys: keys, bootstrap: bootstrap,
+                                                          nonceCache: stateDirectory + "/identity.nonce")
         let restored: RestoredSnapshot
         do {
             restored = try await restorer.restoreNewest()
@@ -44,8 +48,6 @@ struct RestoreCommand: AsyncParsableCommand {
             print("granary restore: snapshot \(r.sequence) (\(Self.format(sequence: r.sequence))) refused: \(r.reason)")
         }
 
-        try fm.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
-        chmod(stateDirectory, 0o700)
         for file in restored.archive.files {
             let path = stateDirectory + "/" + file.name
             try fm.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)

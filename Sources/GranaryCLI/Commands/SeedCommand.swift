@@ -6,8 +6,9 @@ import GranaryDHT
 import Logging
 
 /// `granary seed`: a DHT node that stores no pieces, for bootstrapping.
-/// With --state it keeps its identity (identity.key, mode 0600) and its
-/// routing table (routing.db) there and rejoins through them on restart.
+/// With --state it keeps its identity (identity.key, mode 0600), its
+/// routing table and the signed records it holds (routing.db) there, and
+/// rejoins through them and serves the records again on restart.
 struct SeedCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "seed", abstract: "Run a DHT bootstrap node (stores no pieces).")
@@ -21,8 +22,11 @@ struct SeedCommand: AsyncParsableCommand {
     @Option(help: "Another node to join through (repeatable).")
     var bootstrap: [String] = []
 
-    @Option(help: "Folder for the identity key and the routing table (default: nothing kept).")
+    @Option(help: "Folder for the identity key, the routing table and the records held (default: nothing kept).")
     var state: String?
+
+    @Option(name: .customLong("republish-interval"), help: "Seconds between republishing the records this node holds to the nodes closest to them.")
+    var republishInterval: Double = 3600
 
     func run() async throws {
         let logger = Logger(label: "granary.seed")
@@ -35,6 +39,9 @@ struct SeedCommand: AsyncParsableCommand {
             guard let a = DHTAddress(text), a.port > 0 else { throw ValidationError("--bootstrap \(text) is not HOST:PORT") }
             return a
         }
+        guard republishInterval >= 1 else { throw ValidationError("--republish-interval must be at least 1 second") }
+        var configuration = DHTConfiguration()
+        configuration.republishInterval = .milliseconds(Int64(republishInterval * 1000))
         let difficulty = NodeIdentity.configuredDifficulty
         let identity: NodeIdentity
         if let state {
@@ -45,7 +52,7 @@ struct SeedCommand: AsyncParsableCommand {
         }
         let signals = SignalWaiter([SIGINT, SIGTERM])
         let node = try await DHTNode.start(identity: identity, listen: listenAddress, advertise: advertised,
-                                           bootstrap: seeds, statePath: state)
+                                           bootstrap: seeds, statePath: state, configuration: configuration)
         let bound = node.localAddress
         // The one stdout line scripts and tests wait for, written unbuffered.
         let line = "granary seed listening udp=\(bound) node=\(node.id.hex)\n"
