@@ -48,6 +48,16 @@ public final class GranaryFS: @unchecked Sendable {
     private let bufferLock = NSLock()
     private var buffers: [UnsafeMutableRawPointer] = []
     static let bufferSize = 1 << 20
+    /// Largest read request. A read is answered by splicing cache files
+    /// through a pipe, which holds at most 1 MiB (fs.pipe-max-size) unless
+    /// the process has CAP_SYS_RESOURCE; libfuse wants room for the
+    /// header and a page per buffer besides, else it copies instead.
+    static let maxRead = bufferSize - (32 << 10)
+    /// The mount's read-ahead window: four requests of `bufferSize`, so the
+    /// kernel queues the next reads while one is served instead of waiting
+    /// for each reply before asking for more (a warm sequential read ran at
+    /// about 65% of the local disk with a window of one request).
+    static let readAheadBytes = 4 * bufferSize
 
     public init(store: GranaryStore, options: MountOptions) {
         self.store = store
@@ -71,7 +81,7 @@ public final class GranaryFS: @unchecked Sendable {
     /// SIGTERM, SIGHUP); then unmounts. Blocks the calling thread.
     /// `onMounted` runs once the mount is live.
     public func run(onMounted: () -> Void) throws {
-        var optionList = ["fsname=granary", "subtype=granary", "default_permissions"]
+        var optionList = ["fsname=granary", "subtype=granary", "default_permissions", "max_read=\(Self.maxRead)"]
         if options.allowOther { optionList.append("allow_other") }
         let argStrings = ["granary", "-o", optionList.joined(separator: ",")]
         let argv = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: argStrings.count + 1)
@@ -137,8 +147,9 @@ public final class GranaryFS: @unchecked Sendable {
 
     /// The kernel caps a FUSE mount's read-ahead at its default 128 KiB,
     /// so a sequential read arrives as 128 KiB requests however large the
-    /// reader's buffer; 1 MiB (the max_write set at init) takes an eighth
-    /// of the round trips. Needs root (sysfs); without it reads still work.
+    /// reader's buffer; `readAheadBytes` (in requests of max_write, 1 MiB)
+    /// takes far fewer round trips and keeps requests queued. Needs root
+    /// (sysfs); without it reads still work.
     private func raiseReadAhead() {
         // The device number comes from mountinfo: a stat of the mount point
         // would wait for this loop, which has not started yet.
@@ -156,7 +167,7 @@ public final class GranaryFS: @unchecked Sendable {
         guard let device else { return }
         let fd = Glibc.open("/sys/class/bdi/\(device)/read_ahead_kb", O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { return }
-        let text = "\(GranaryFS.bufferSize >> 10)\n"
+        let text = "\(GranaryFS.readAheadBytes >> 10)\n"
         _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
         Glibc.close(fd)
     }
@@ -251,10 +262,14 @@ public final class GranaryFS: @unchecked Sendable {
     /// Which extended attributes are stored: the user, trusted and security
     /// namespaces and, of system.*, the two POSIX ACLs. Other system names
     /// get EOPNOTSUPP, which callers such as cp handle cleanly.
+    /// The kernel asks for security.capability before every write, so this
+    /// runs per write: the names are built once, not per call.
     static func xattrAllowed(_ name: FileName) -> Bool {
-        for prefix in ["user.", "trusted.", "security."] where name.starts(with: Array(prefix.utf8)) { return true }
-        return name == Array("system.posix_acl_access".utf8) || name == Array("system.posix_acl_default".utf8)
+        for prefix in storedPrefixes where name.starts(with: prefix) { return true }
+        return storedSystemNames.contains(name)
     }
+    private static let storedPrefixes: [FileName] = ["user.", "trusted.", "security."].map { Array($0.utf8) }
+    private static let storedSystemNames: [FileName] = ["system.posix_acl_access", "system.posix_acl_default"].map { Array($0.utf8) }
 }
 
 /// Kernel features the mount negotiated, read by every request.

@@ -34,6 +34,13 @@ final class DirtyChunk {
     }
 }
 
+/// One piece of a read's reply: `count` bytes of an open cache file at
+/// `offset`, or a run of zeros.
+public enum ReadPiece: Sendable {
+    case file(fd: Int32, offset: Int, count: Int)
+    case zeros(Int)
+}
+
 /// What one chunk of a file is.
 enum ChunkState {
     /// Sealed content `id` of `length` plaintext bytes, in a durable segment.

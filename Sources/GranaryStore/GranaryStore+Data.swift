@@ -145,15 +145,48 @@ extension GranaryStore {
 
     /// Reads up to `buffer.count` bytes at `offset`; returns the count (0 at EOF).
     public func read(_ ino: UInt64, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FSError) -> Int {
+        var failed = false
+        let total = try read(ino, offset: offset, count: buffer.count) { pieces in
+            var at = 0
+            for piece in pieces {
+                switch piece {
+                case let .zeros(n):
+                    memset(buffer.baseAddress! + at, 0, n)
+                    at += n
+                case let .file(fd, position, n):
+                    let r = preadFull(fd, buffer.baseAddress! + at, n, position)
+                    if r < 0 { failed = true; return }
+                    if r < n { memset(buffer.baseAddress! + at + r, 0, n - r) }
+                    at += n
+                }
+            }
+        }
+        if failed { throw .io }
+        return total
+    }
+
+    /// Reads up to `count` bytes at `offset` as pieces of open cache files
+    /// and runs of zeros, and hands them to `reply` while the file's lock is
+    /// held: the descriptors stay open and their bytes stay put until it
+    /// returns, so the caller can send them to the kernel without copying
+    /// them through a buffer (splice). Returns the count (0 at EOF).
+    public func read(_ ino: UInt64, offset: UInt64, count: Int, reply: ([ReadPiece]) -> Void) throws(FSError) -> Int {
         guard let f = fileData(ino) else { throw .isDirectory }
         f.lock.lock()
         defer { f.lock.unlock() }
         metaLock.lock()
         let size = inodes[ino]?.attr.size ?? 0
         metaLock.unlock()
-        if offset >= size || buffer.count == 0 { return 0 }
-        let total = Int(min(UInt64(buffer.count), size - offset))
+        if offset >= size || count == 0 { reply([]); return 0 }
+        let total = Int(min(UInt64(count), size - offset))
         let sequential = offset == f.lastReadEnd
+        var pieces: [ReadPiece] = []
+        pieces.reserveCapacity(4)
+        func add(_ fd: Int32, at position: Int, _ n: Int, fileLength: Int) {
+            let avail = max(0, min(n, fileLength - position))
+            if avail > 0 { pieces.append(.file(fd: fd, offset: position, count: avail)) }
+            if avail < n { pieces.append(.zeros(n - avail)) }
+        }
         var done = 0
         var fetchedCold = false
         var fetchedIndex: Int?
@@ -162,15 +195,16 @@ extension GranaryStore {
             let idx = pos / chunkSize
             let within = pos % chunkSize
             let n = min(chunkSize - within, total - done)
-            let dst = buffer.baseAddress! + done
             switch f.chunks[idx] {
             case nil:
-                memset(dst, 0, n)
+                pieces.append(.zeros(n))
             case let .dirty(d)?:
                 if d.base != nil && !d.ranges.covers(within, within + n) { try mergeBase(f, idx, d) }
-                let r = preadFull(d.fd, dst, n, within)
-                if r < 0 { throw .io }
-                if r < n { memset(dst + r, 0, n - r) }
+                // The cache file may be shorter than the chunk (a hole at
+                // its end reads as zeros).
+                var st = stat()
+                guard fstat(d.fd, &st) == 0 else { throw .io }
+                add(d.fd, at: within, n, fileLength: Int(st.st_size))
             case let .clean(id, length)?:
                 var fd: Int32
                 if let e = f.cleanFDs[idx], e.id == id { fd = e.fd } else {
@@ -192,15 +226,13 @@ extension GranaryStore {
                     }
                     f.cleanFDs[idx] = (id, fd)
                 }
-                let avail = max(0, min(n, length - within))
-                let r = avail > 0 ? preadFull(fd, dst, avail, within) : 0
-                if r < 0 { throw .io }
-                if r < n { memset(dst + r, 0, n - r) }
+                add(fd, at: within, n, fileLength: length)
             }
             done += n
         }
         f.lastReadEnd = offset + UInt64(total)
         if sequential || fetchedCold { readAhead(f, after: (Int(offset) + total - 1) / chunkSize) }
+        reply(pieces)
         return total
     }
 

@@ -127,8 +127,8 @@ extension GranaryStore {
         try metaWrite { db in
             try writeInodeRow(db, rec)
             if let acl {
-                try db.execute(sql: "INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
-                               arguments: [Int64(bitPattern: ino), Data(PosixACL.accessName), Data(acl)])
+                try db.run("INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
+                           [Int64(bitPattern: ino), Data(PosixACL.accessName), Data(acl)])
             }
         }
         if let acl { rec.xattrs[PosixACL.accessName] = acl }
@@ -183,11 +183,11 @@ extension GranaryStore {
         try metaWrite { db in
             try writeInodeRow(db, rec)
             try writeInodeRow(db, dir)
-            try db.execute(sql: "INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
-                           arguments: [Int64(bitPattern: dir.attr.ino), Data(name), Int64(bitPattern: attr.ino), cookie])
+            try db.run("INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
+                       [Int64(bitPattern: dir.attr.ino), Data(name), Int64(bitPattern: attr.ino), cookie])
             for (n, v) in xattrs {
-                try db.execute(sql: "INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
-                               arguments: [Int64(bitPattern: attr.ino), Data(n), Data(v)])
+                try db.run("INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
+                           [Int64(bitPattern: attr.ino), Data(n), Data(v)])
             }
         }
         dir.entries![name] = DirectoryEntry(ino: attr.ino, cookie: cookie)
@@ -254,8 +254,8 @@ extension GranaryStore {
         try metaWrite { db in
             try writeInodeRow(db, rec)
             try writeInodeRow(db, dir)
-            try db.execute(sql: "INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
-                           arguments: [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: ino), cookie])
+            try db.run("INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
+                       [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: ino), cookie])
         }
         dir.entries![newName] = DirectoryEntry(ino: ino, cookie: cookie)
         return rec.attr
@@ -269,8 +269,8 @@ extension GranaryStore {
         guard let rec = inodes.removeValue(forKey: ino) else { return nil }
         do {
             try db.write { db in
-                try db.execute(sql: "DELETE FROM inode WHERE ino = ?", arguments: [Int64(bitPattern: ino)])
-                try db.execute(sql: "DELETE FROM xattr WHERE ino = ?", arguments: [Int64(bitPattern: ino)])
+                try db.run("DELETE FROM inode WHERE ino = ?", [Int64(bitPattern: ino)])
+                try db.run("DELETE FROM xattr WHERE ino = ?", [Int64(bitPattern: ino)])
             }
         } catch { log.error("meta.db: cannot delete inode \(ino): \(error)") }
         return rec.attr.isRegular ? ino : nil
@@ -291,7 +291,7 @@ extension GranaryStore {
             if case let .dirty(d) = state { close(d.fd); Glibc.unlink(dirtyPath(ino, idx)) }
         }
         f.chunks.removeAll()
-        do { try db.write { try $0.execute(sql: "DELETE FROM chunk WHERE ino = ?", arguments: [Int64(bitPattern: ino)]) } } catch {
+        do { try db.write { try $0.run("DELETE FROM chunk WHERE ino = ?", [Int64(bitPattern: ino)]) } } catch {
             log.error("meta.db: cannot delete chunks of inode \(ino): \(error)")
         }
         compactor?.invalidateUsage()
@@ -319,7 +319,7 @@ extension GranaryStore {
             rec.attr.nlink -= 1
             rec.attr.ctime = now
             try metaWrite { db in
-                try db.execute(sql: "DELETE FROM entry WHERE parent = ? AND name = ?", arguments: [Int64(bitPattern: parent), Data(name)])
+                try db.run("DELETE FROM entry WHERE parent = ? AND name = ?", [Int64(bitPattern: parent), Data(name)])
                 try writeInodeRow(db, dir)
                 try writeInodeRow(db, rec)
             }
@@ -345,7 +345,7 @@ extension GranaryStore {
         rec.attr.nlink = 0
         rec.attr.ctime = now
         try metaWrite { db in
-            try db.execute(sql: "DELETE FROM entry WHERE parent = ? AND name = ?", arguments: [Int64(bitPattern: parent), Data(name)])
+            try db.run("DELETE FROM entry WHERE parent = ? AND name = ?", [Int64(bitPattern: parent), Data(name)])
             try writeInodeRow(db, dir)
             try writeInodeRow(db, rec)
         }
@@ -401,10 +401,10 @@ extension GranaryStore {
                 for r in [srec, drec] { r.attr.ctime = now }
                 for r in [src, dst] { r.attr.mtime = now; r.attr.ctime = now }
                 try metaWrite { db in
-                    try db.execute(sql: "UPDATE entry SET ino = ?, cookie = ? WHERE parent = ? AND name = ?",
-                                   arguments: [Int64(bitPattern: de.ino), c1, Int64(bitPattern: parent), Data(name)])
-                    try db.execute(sql: "UPDATE entry SET ino = ?, cookie = ? WHERE parent = ? AND name = ?",
-                                   arguments: [Int64(bitPattern: se.ino), c2, Int64(bitPattern: newParent), Data(newName)])
+                    try db.run("UPDATE entry SET ino = ?, cookie = ? WHERE parent = ? AND name = ?",
+                               [Int64(bitPattern: de.ino), c1, Int64(bitPattern: parent), Data(name)])
+                    try db.run("UPDATE entry SET ino = ?, cookie = ? WHERE parent = ? AND name = ?",
+                               [Int64(bitPattern: se.ino), c2, Int64(bitPattern: newParent), Data(newName)])
                     for r in [srec, drec, src, dst] { try writeInodeRow(db, r) }
                 }
                 return
@@ -435,9 +435,9 @@ extension GranaryStore {
             for r in [src, dst] { r.attr.mtime = now; r.attr.ctime = now }
             if let drec { free = dropLinkLocked(drec, now: now) }
             try metaWrite { db in
-                try db.execute(sql: "DELETE FROM entry WHERE parent = ? AND name = ?", arguments: [Int64(bitPattern: parent), Data(name)])
-                try db.execute(sql: "INSERT OR REPLACE INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
-                               arguments: [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: se.ino), cookie])
+                try db.run("DELETE FROM entry WHERE parent = ? AND name = ?", [Int64(bitPattern: parent), Data(name)])
+                try db.run("INSERT OR REPLACE INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
+                           [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: se.ino), cookie])
                 for r in [srec, src, dst] { try writeInodeRow(db, r) }
                 if let drec, inodes[drec.attr.ino] != nil { try writeInodeRow(db, drec) }
             }
@@ -519,10 +519,10 @@ extension GranaryStore {
         rec.attr = attr
         try metaWrite { db in
             if let stored {
-                try db.execute(sql: "INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
-                               arguments: [Int64(bitPattern: ino), Data(name), Data(stored)])
+                try db.run("INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
+                           [Int64(bitPattern: ino), Data(name), Data(stored)])
             } else {
-                try db.execute(sql: "DELETE FROM xattr WHERE ino = ? AND name = ?", arguments: [Int64(bitPattern: ino), Data(name)])
+                try db.run("DELETE FROM xattr WHERE ino = ? AND name = ?", [Int64(bitPattern: ino), Data(name)])
             }
             try writeInodeRow(db, rec)
         }
@@ -551,7 +551,7 @@ extension GranaryStore {
         guard rec.xattrs[name] != nil else { throw .noData }
         rec.attr.ctime = wallClockNanos()
         try metaWrite { db in
-            try db.execute(sql: "DELETE FROM xattr WHERE ino = ? AND name = ?", arguments: [Int64(bitPattern: ino), Data(name)])
+            try db.run("DELETE FROM xattr WHERE ino = ? AND name = ?", [Int64(bitPattern: ino), Data(name)])
             try writeInodeRow(db, rec)
         }
         rec.xattrs[name] = nil

@@ -18,8 +18,13 @@ final class UploaderState: @unchecked Sendable {
     /// (time, uploaded bytes) samples for the rate.
     var samples: [(UInt64, UInt64)] = []
 
+    /// Every close calls this: only the first call before a pass signals,
+    /// so a copy of many small files does not wake the uploader's thread
+    /// once per file just to have it wait again for the pass interval.
     func wake() {
-        cond.lock(); wakeRequested = true; cond.signal(); cond.unlock()
+        cond.lock()
+        if !wakeRequested { wakeRequested = true; cond.signal() }
+        cond.unlock()
     }
 
     func record(bytes: UInt64) {
@@ -281,11 +286,11 @@ extension GranaryStore {
             }
             do {
                 try db.write { db in
-                    try db.execute(sql: "INSERT OR IGNORE INTO segment (id, size, created, live) VALUES (?, ?, ?, ?)",
-                                   arguments: [Data(segID.bytes), c.byteCount, wallClockNanos(), c.byteCount])
+                    try db.run("INSERT OR IGNORE INTO segment (id, size, created, live) VALUES (?, ?, ?, ?)",
+                               [Data(segID.bytes), c.byteCount, wallClockNanos(), c.byteCount])
                     for (id, loc) in newBlobs {
-                        try db.execute(sql: "INSERT OR IGNORE INTO blob (chunk_id, segment, offset, sealed_length, plain_length) VALUES (?, ?, ?, ?, ?)",
-                                       arguments: [Data(id.bytes), Data(loc.segment.bytes), loc.offset, loc.sealedLength, loc.plainLength])
+                        try db.run("INSERT OR IGNORE INTO blob (chunk_id, segment, offset, sealed_length, plain_length) VALUES (?, ?, ?, ?, ?)",
+                                   [Data(id.bytes), Data(loc.segment.bytes), loc.offset, loc.sealedLength, loc.plainLength])
                     }
                 }
             } catch {
