@@ -23,8 +23,10 @@ extension DHTNode {
     /// contacts not yet asked; when a round brings nothing closer, the next
     /// round asks every remaining one of the k closest at once. Ends when the
     /// k closest have all answered (or failed), or when the node or record
-    /// sought has been found.
-    func lookup(target: Hash256, mode: LookupMode, maxRounds: Int = .max) async -> LookupOutcome {
+    /// sought has been found (with `askEveryHolder`, a record search goes
+    /// on to the k closest, keeping the highest sequence: a holder that
+    /// missed an update must not decide the answer).
+    func lookup(target: Hash256, mode: LookupMode, maxRounds: Int = .max, askEveryHolder: Bool = false) async -> LookupOutcome {
         var outcome = LookupOutcome()
         var shortlist: [Hash256: DHTContact] = [:]
         for c in table.closest(to: target, count: configuration.k) { shortlist[c.id] = c }
@@ -90,7 +92,7 @@ extension DHTNode {
                 }
             }
             if case .node = mode, outcome.found != nil { break }
-            if case .value = mode, outcome.record != nil { break }
+            if case .value = mode, outcome.record != nil, !askEveryHolder { break }
             widen = !(roundBest != nil && (best == nil || roundBest! < best!))
             best = roundBest
         }

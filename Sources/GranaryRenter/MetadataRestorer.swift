@@ -56,7 +56,9 @@ public final class MetadataRestorer: Sendable {
     /// The newest pointer record under this key's metadata signing key, verified.
     public func pointer() async throws(MetadataRestoreError) -> MetadataPointer {
         let owner = keys.metadataSigningIdentity.id
-        guard let record = await node.getRecord(owner: owner, key: MetadataPointer.recordKey) else {
+        // Every holder is asked: one that missed the newest pointer must not
+        // make a restore take an older snapshot.
+        guard let record = await node.lookupRecord(owner: owner, key: MetadataPointer.recordKey) else {
             throw .noPointer("no DHT node holds a pointer signed by \(owner.short) (was `granary flush` ever run with this key on this network?)")
         }
         let pointer = try MetadataPointer.open(record, keys: keys)

@@ -55,6 +55,36 @@ import Testing
         await again.stop()
     }
 
+    /// A holder that was down while the pointer was updated comes back with
+    /// the older one: a lookup for the newest asks every holder and takes
+    /// the highest sequence.
+    @Test(.timeLimit(.minutes(1))) func aHolderThatMissedAnUpdateDoesNotDecideTheLookup() async throws {
+        let dirA = TemporaryDirectory("granary-records-a")
+        let net = try await LocalDHTNetwork.start(count: 1, configuration: testConfiguration())
+        let publisher = net.nodes[0]
+        let meA = identity()
+        var stale = try await net.makeNode(statePath: dirA.path, identity: meA)
+        try await stale.bootstrap([publisher.contact.address])
+        let fresh = try await net.makeNode()
+        try await fresh.bootstrap([publisher.contact.address])
+        let owner = Self.bareKey()
+        #expect(try await publisher.putRecord(key: Self.pointerKey, value: [1], sequence: 1, ttl: .seconds(3600), signedBy: owner) == 2)
+        await stale.stop()
+        #expect(try await publisher.putRecord(key: Self.pointerKey, value: [2], sequence: 2, ttl: .seconds(3600), signedBy: owner) >= 1)
+        stale = try await net.makeNode(statePath: dirA.path, identity: meA)  // back, with sequence 1 from its routing.db
+        try await stale.bootstrap([fresh.contact.address])
+        #expect(await Self.held(stale, owner.id, Self.pointerKey)?.sequence == 1)
+        await publisher.stop()
+
+        let reader = try await net.makeNode()
+        try await reader.bootstrap([stale.contact.address])
+        let r = await reader.lookupRecord(owner: owner.id, key: Self.pointerKey)
+        #expect(r?.sequence == 2 && r?.value == [2], "\(String(describing: r?.sequence))")
+        await reader.stop()
+        await stale.stop()
+        await fresh.stop()
+    }
+
     @Test(.timeLimit(.minutes(1))) func expiredAndAlteredRowsAreDroppedAtLoad() async throws {
         let dir = TemporaryDirectory("granary-records")
         let net = try await LocalDHTNetwork.start(count: 1, configuration: testConfiguration())
