@@ -36,6 +36,7 @@ struct NetworkBench: AsyncParsableCommand {
     static let chunkSize = 4 << 20
 
     func run() async throws {
+        HeapTuning.keepFreedMemory()  // as the mount does: the renter's figures are the mount's
         let log = Logger(label: "granary.bench")
         let scheme = try RedundancyScheme(parsing: self.scheme)
         guard (1...64).contains(segment) else { throw ValidationError("--segment must be 1...64 MiB") }

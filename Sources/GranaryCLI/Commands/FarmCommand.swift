@@ -47,23 +47,8 @@ struct FarmCommand: AsyncParsableCommand {
     @Flag(name: .customLong("quick-check"), help: "At startup check piece sizes only, without rehashing.")
     var quickCheck = false
 
-    /// Upload frames are 1-4 MiB buffers, allocated on the event loops and
-    /// freed on the session tasks. By default glibc serves such sizes with
-    /// mmap (or trims them off the heap once freed), so every frame faulted
-    /// in fresh zeroed pages: about a tenth of a farmer's CPU under upload.
-    /// Keep blocks up to 64 MiB in the heap and freed memory for reuse.
-    /// (mallopt is looked up at run time: Swift's Glibc module leaves malloc.h out.)
-    static func keepFreedMemory() {
-        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
-        let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
-        let trimThreshold: Int32 = -1, mmapThreshold: Int32 = -3  // M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
-        _ = mallopt(mmapThreshold, 64 << 20)
-        _ = mallopt(trimThreshold, 256 << 20)
-    }
-
     func run() async throws {
-        Self.keepFreedMemory()
+        HeapTuning.keepFreedMemory()
         var logger = Logger(label: "granary.farmer")
         let (host, port) = try HostPort.parse(listen, option: "--listen")
         let advertised = try advertise.map { try HostPort.parse($0, option: "--advertise") }

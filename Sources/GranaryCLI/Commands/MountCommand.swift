@@ -40,6 +40,7 @@ struct MountCommand: AsyncParsableCommand {
     static var defaultState: String { (ProcessInfo.processInfo.environment["HOME"] ?? ".") + "/.granary/renter" }
 
     func run() async throws {
+        HeapTuning.keepFreedMemory()
         guard let budget = ByteSize.parse(cacheSize) else {
             throw ValidationError("--cache-size \(cacheSize) is not a size: use a number with an optional K, M, G or T suffix")
         }
