@@ -27,8 +27,9 @@ public struct MerkleProof: Sendable, Equatable {
 /// hashes domain-separated by BLAKE2b personalisation (free: no extra
 /// block), an odd node at the end of a level promoted unchanged.
 ///
-/// The renter keeps only the root; a farmer keeps the whole tree (32 bytes
-/// per 4 KiB) to answer audits and range proofs without rereading the piece.
+/// The renter keeps only the root; a farmer keeps the leaf hashes in its
+/// index (32 bytes per 4 KiB) and rebuilds the inner levels in memory, to
+/// answer audits and range proofs without rereading the piece.
 public struct MerkleTree: Sendable {
     public static let leafSize = 4096
     static let leafPersonal: [UInt8] = Array("granary.leaf.v1".utf8) + [0]
