@@ -9,7 +9,7 @@ public struct DeadlineExceeded: Error, CustomStringConvertible {
 /// Runs `operation` but returns after `seconds` or on cancellation of the
 /// caller, whichever comes first, cancelling the operation and not waiting
 /// for it: a hung farmer must never hold up the task that asked it.
-func withDeadline<T: Sendable>(_ seconds: Double, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+public func withDeadline<T: Sendable>(_ seconds: Double, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
     let gate = DeadlineGate<T>()
     return try await withTaskCancellationHandler {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in

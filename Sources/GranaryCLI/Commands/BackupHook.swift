@@ -53,39 +53,3 @@ enum AsyncWait {
         return try box.result!.get()
     }
 }
-
-/// Ends a wait after `seconds` even when the work goes on: shutdown must
-/// not hang on an unreachable network. The abandoned work ends when the
-/// engine under it stops.
-enum BoundedWait {
-    enum Outcome<T: Sendable>: Sendable {
-        case finished(T)
-        case failed(Error)
-        case timedOut
-    }
-
-    private final class Once<T: Sendable>: @unchecked Sendable {  // `lock` guards `continuation`
-        let lock = NSLock()
-        var continuation: CheckedContinuation<Outcome<T>, Never>?
-        func resume(_ outcome: Outcome<T>) {
-            lock.withLock {
-                continuation?.resume(returning: outcome)
-                continuation = nil
-            }
-        }
-    }
-
-    static func run<T: Sendable>(seconds: Double, _ operation: @escaping @Sendable () async throws -> T) async -> Outcome<T> {
-        let once = Once<T>()
-        return await withCheckedContinuation { continuation in
-            once.lock.withLock { once.continuation = continuation }
-            Task {
-                do { once.resume(.finished(try await operation())) } catch { once.resume(.failed(error)) }
-            }
-            Task {
-                try? await Task.sleep(nanoseconds: UInt64(max(0, seconds) * 1e9))
-                once.resume(.timedOut)
-            }
-        }
-    }
-}

@@ -191,10 +191,13 @@ enum MountSession {
         }
         if let backup {
             // What was flushed above becomes restorable from the key alone.
-            switch await BoundedWait.run(seconds: o.shutdownSnapshotSeconds, backup.final) {
-            case .finished(let summary): log.notice("\(summary)")
-            case .failed(let error): log.warning("no metadata snapshot at unmount: \(error); the previous one stays current")
-            case .timedOut: log.warning("no metadata snapshot within \(Int(o.shutdownSnapshotSeconds)) s at unmount; the previous one stays current")
+            do {
+                let summary = try await withDeadline(o.shutdownSnapshotSeconds, backup.final)
+                log.notice("\(summary)")
+            } catch is DeadlineExceeded {
+                log.warning("no metadata snapshot within \(Int(o.shutdownSnapshotSeconds)) s at unmount; the previous one stays current")
+            } catch {
+                log.warning("no metadata snapshot at unmount: \(error); the previous one stays current")
             }
         }
         await backup?.stop()
