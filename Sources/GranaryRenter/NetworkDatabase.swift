@@ -425,11 +425,7 @@ public final class NetworkDatabase: Sendable {
             var sequence = UInt64(current?["sequence"] as Int64? ?? 0)
             if pay > 0 {
                 cumulative += pay; sequence += 1
-                try db.execute(sql: """
-                    INSERT INTO vouchers (contract, cumulative, sequence, acknowledged, updated) VALUES (?, ?, ?, 0, ?)
-                    ON CONFLICT(contract) DO UPDATE SET cumulative = excluded.cumulative, sequence = excluded.sequence,
-                        acknowledged = 0, updated = excluded.updated
-                    """, arguments: [contract.data, Int64(cumulative), Int64(sequence), at.timeIntervalSince1970])
+                try Self.setVoucher(db, contract: contract, cumulative: cumulative, sequence: sequence, at: at)
             }
             return (cumulative, sequence)
         }
@@ -444,13 +440,18 @@ public final class NetworkDatabase: Sendable {
             let current = try Row.fetchOne(db, sql: "SELECT cumulative, sequence FROM vouchers WHERE contract = ?", arguments: [contract.data])
             let newCumulative = max(UInt64(current?["cumulative"] as Int64? ?? 0), cumulative + pay)
             let newSequence = max(UInt64(current?["sequence"] as Int64? ?? 0), sequence + 1)
-            try db.execute(sql: """
-                INSERT INTO vouchers (contract, cumulative, sequence, acknowledged, updated) VALUES (?, ?, ?, 0, ?)
-                ON CONFLICT(contract) DO UPDATE SET cumulative = excluded.cumulative, sequence = excluded.sequence,
-                    acknowledged = 0, updated = excluded.updated
-                """, arguments: [contract.data, Int64(clamping: newCumulative), Int64(clamping: newSequence), at.timeIntervalSince1970])
+            try Self.setVoucher(db, contract: contract, cumulative: newCumulative, sequence: newSequence, at: at)
             return (newCumulative, newSequence)
         }
+    }
+
+    /// A contract's voucher to send (not yet acknowledged by the farmer).
+    private static func setVoucher(_ db: Database, contract: Hash256, cumulative: UInt64, sequence: UInt64, at: Date) throws {
+        try db.execute(sql: """
+            INSERT INTO vouchers (contract, cumulative, sequence, acknowledged, updated) VALUES (?, ?, ?, 0, ?)
+            ON CONFLICT(contract) DO UPDATE SET cumulative = excluded.cumulative, sequence = excluded.sequence,
+                acknowledged = 0, updated = excluded.updated
+            """, arguments: [contract.data, Int64(clamping: cumulative), Int64(clamping: sequence), at.timeIntervalSince1970])
     }
 
     public func acknowledgeVoucher(contract: Hash256, sequence: UInt64) throws {
