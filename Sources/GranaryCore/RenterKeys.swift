@@ -91,7 +91,7 @@ public struct RenterKeys: Sendable {
         // The cache's own difficulty is checked in full: the search's, or an
         // older identity's below it that still meets the configured one.
         if let nonceCache, let cached = IdentityNonceCache.read(nonceCache, tag: tag),
-           cached.difficulty == bits || (difficulty...bits).contains(cached.difficulty) {
+           (difficulty...bits).contains(cached.difficulty) {
             let candidate = NodeIdentity.derived(from: secret, counter: cached.counter)
             if candidate.publicKey.proofOfWorkBits >= cached.difficulty { return candidate }
         }
