@@ -38,8 +38,7 @@ struct FarmCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-duration"), help: "Longest contract this farmer signs, in seconds.")
     var maxDuration: UInt64 = 366 * 86_400
 
-    @Option(name: .customLong("republish-interval"), help: "Seconds between republishing the DHT records this node holds (kept in routing.db) to the nodes closest to them.")
-    var republishInterval: Double = 3600
+    @OptionGroup var records: RecordHoldingOptions
 
     @Option(name: .customLong("status-interval"), help: "Seconds between status log lines.")
     var statusInterval: Double = 60
@@ -63,9 +62,7 @@ struct FarmCommand: AsyncParsableCommand {
         guard let bytes = ByteSize.parse(capacity) else {
             throw ValidationError("--capacity \(capacity) is not a size (examples: 10G, 512M, 1048576)")
         }
-        guard republishInterval >= 1 else { throw ValidationError("--republish-interval must be at least 1 second") }
-        var dhtConfiguration = DHTConfiguration()
-        dhtConfiguration.republishInterval = .milliseconds(Int64(republishInterval * 1000))
+        let dhtConfiguration = try records.dhtConfiguration()
         try FileManager.default.createDirectory(atPath: storage, withIntermediateDirectories: true)
         let difficulty = NodeIdentity.configuredDifficulty
         let identity = try NodeIdentity.loadOrCreate(at: storage + "/identity.key", difficulty: difficulty)

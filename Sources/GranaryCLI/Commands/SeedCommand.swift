@@ -25,8 +25,7 @@ struct SeedCommand: AsyncParsableCommand {
     @Option(help: "Folder for the identity key, the routing table and the records held (default: nothing kept).")
     var state: String?
 
-    @Option(name: .customLong("republish-interval"), help: "Seconds between republishing the records this node holds to the nodes closest to them.")
-    var republishInterval: Double = 3600
+    @OptionGroup var records: RecordHoldingOptions
 
     func run() async throws {
         let logger = Logger(label: "granary.seed")
@@ -39,9 +38,7 @@ struct SeedCommand: AsyncParsableCommand {
             guard let a = DHTAddress(text), a.port > 0 else { throw ValidationError("--bootstrap \(text) is not HOST:PORT") }
             return a
         }
-        guard republishInterval >= 1 else { throw ValidationError("--republish-interval must be at least 1 second") }
-        var configuration = DHTConfiguration()
-        configuration.republishInterval = .milliseconds(Int64(republishInterval * 1000))
+        let configuration = try records.dhtConfiguration()
         let difficulty = NodeIdentity.configuredDifficulty
         let identity: NodeIdentity
         if let state {
