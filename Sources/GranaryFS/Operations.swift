@@ -314,27 +314,28 @@ extension GranaryFS {
     static func replyData(_ req: fuse_req_t?, _ pieces: [ReadPiece]) {
         if pieces.isEmpty { fuse_reply_buf(req, nil, 0); return }
         let bytes = MemoryLayout<fuse_bufvec>.size + max(0, pieces.count - 1) * MemoryLayout<fuse_buf>.stride
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: MemoryLayout<fuse_bufvec>.alignment)
-        defer { raw.deallocate() }
-        memset(raw, 0, bytes)
-        let vec = raw.bindMemory(to: fuse_bufvec.self, capacity: 1)
-        vec.pointee.count = pieces.count
-        let first = raw + bufsOffset
-        let bufs = first.bindMemory(to: fuse_buf.self, capacity: pieces.count)
-        for (i, piece) in pieces.enumerated() {
-            switch piece {
-            case let .file(fd, offset, count):
-                bufs[i].size = count
-                bufs[i].flags = fuse_buf_flags(rawValue: FUSE_BUF_IS_FD.rawValue | FUSE_BUF_FD_SEEK.rawValue)
-                bufs[i].fd = fd
-                bufs[i].pos = off_t(offset)
-            case let .zeros(count):
-                bufs[i].size = count
-                bufs[i].mem = zeros
+        // On the stack: this runs for every read.
+        withUnsafeTemporaryAllocation(byteCount: bytes, alignment: MemoryLayout<fuse_bufvec>.alignment) { buffer in
+            let raw = buffer.baseAddress!
+            memset(raw, 0, bytes)
+            let vec = raw.bindMemory(to: fuse_bufvec.self, capacity: 1)
+            vec.pointee.count = pieces.count
+            let bufs = (raw + bufsOffset).bindMemory(to: fuse_buf.self, capacity: pieces.count)
+            for (i, piece) in pieces.enumerated() {
+                switch piece {
+                case let .file(fd, offset, count):
+                    bufs[i].size = count
+                    bufs[i].flags = fuse_buf_flags(rawValue: FUSE_BUF_IS_FD.rawValue | FUSE_BUF_FD_SEEK.rawValue)
+                    bufs[i].fd = fd
+                    bufs[i].pos = off_t(offset)
+                case let .zeros(count):
+                    bufs[i].size = count
+                    bufs[i].mem = zeros
+                }
             }
+            // On failure libfuse answers the request (or drops it) itself.
+            _ = fuse_reply_data(req, vec, FUSE_BUF_SPLICE_MOVE)
         }
-        // On failure libfuse answers the request (or drops it) itself.
-        _ = fuse_reply_data(req, vec, FUSE_BUF_SPLICE_MOVE)
     }
 
     static func replyXattr(_ req: fuse_req_t?, _ v: [UInt8], _ size: Int) {
