@@ -22,6 +22,9 @@ let package = Package(
         .systemLibrary(name: "CISAL", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
         // Variadic or macro-only C calls Swift cannot import (prctl, ...).
         .target(name: "CGranaryShim"),
+        // Granary's reads and writes of /dev/fuse (libfuse custom I/O), for a
+        // kernel feature libfuse 3.14 cannot negotiate.
+        .target(name: "CFuseChannel", dependencies: ["CFuse3"]),
 
         // Identities, AEAD, hashing, key derivation, erasure code, Merkle trees.
         .target(name: "GranaryCore", dependencies: [
@@ -73,7 +76,7 @@ let package = Package(
         ]),
         // FUSE low-level adapter.
         .target(name: "GranaryFS", dependencies: [
-            "CFuse3", "CGranaryShim", "GranaryStore",
+            "CFuse3", "CFuseChannel", "CGranaryShim", "GranaryStore",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The `granary` executable.

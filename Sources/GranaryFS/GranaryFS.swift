@@ -1,4 +1,5 @@
 import CFuse3
+import CFuseChannel
 import Foundation
 import GranaryStore
 import Logging
@@ -109,6 +110,10 @@ public final class GranaryFS: @unchecked Sendable {
         guard fuse_session_mount(se, options.mountpoint) == 0 else {
             throw MountError("cannot mount at \(options.mountpoint) (is /dev/fuse available and the folder empty and not mounted?)")
         }
+        // Our own /dev/fuse I/O, so the kernel stops asking for
+        // security.capability before every write (see fuse_channel.h).
+        let io = granary_fuse_channel_install(se)
+        if io != 0 { log.warning("FUSE custom I/O unavailable (\(-io)): every write costs an extra request") }
         raiseReadAhead()
         onMounted()
         let cfg = fuse_loop_cfg_create()
@@ -170,6 +175,11 @@ public final class GranaryFS: @unchecked Sendable {
         let text = "\(GranaryFS.readAheadBytes >> 10)\n"
         _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
         Glibc.close(fd)
+    }
+
+    /// Drops the kernel's cached attributes of `ino` (not its pages).
+    func invalidateAttributes(_ ino: UInt64) {
+        if let session { _ = fuse_lowlevel_notify_inval_inode(session, fuse_ino_t(ino), -1, 0) }
     }
 
     /// Stops the loop from another thread (the loop then unmounts).

@@ -1,4 +1,5 @@
 import CFuse3
+import CFuseChannel
 import Foundation
 import GranaryStore
 
@@ -11,10 +12,16 @@ extension GranaryFS {
         ops.`init` = { userdata, conn in
             guard let userdata, let conn else { return }
             let fs = Unmanaged<GranaryFS>.fromOpaque(userdata).takeUnretainedValue()
-            // The kernel clears setuid/setgid on write and chown through
-            // setattr, and O_TRUNC arrives as a setattr of the size.
+            // Setuid/setgid are cleared by the store on the writes, truncates
+            // and chowns the kernel marks (FUSE_HANDLE_KILLPRIV_V2, added to
+            // the reply by our channel when the kernel offers it); failing
+            // that, the kernel clears them through setattr. Not the coarser
+            // v1, which clears them even for root. O_TRUNC arrives as a
+            // setattr of the size. Requests are read whole (no splice), so
+            // the channel sees each one's flags.
             conn.pointee.want &= ~UInt32(FUSE_CAP_HANDLE_KILLPRIV)
             conn.pointee.want &= ~UInt32(FUSE_CAP_ATOMIC_O_TRUNC)
+            conn.pointee.want &= ~UInt32(FUSE_CAP_SPLICE_READ)
             if fs.options.writebackCache && conn.pointee.capable & UInt32(FUSE_CAP_WRITEBACK_CACHE) != 0 {
                 conn.pointee.want |= UInt32(FUSE_CAP_WRITEBACK_CACHE)
             }
@@ -89,6 +96,7 @@ extension GranaryFS {
             if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 { c.atime = now } else if toSet & FUSE_SET_ATTR_ATIME != 0 { c.atime = GranaryFS.nanos(a.st_atim) }
             if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { c.mtime = now } else if toSet & FUSE_SET_ATTR_MTIME != 0 { c.mtime = GranaryFS.nanos(a.st_mtim) }
             if toSet & FUSE_SET_ATTR_CTIME != 0 { c.ctime = GranaryFS.nanos(a.st_ctim) }
+            c.dropPrivileges = granary_fuse_request_drops_privileges() != 0
             do {
                 var st = GranaryFS.stat(try fs.store.setattr(UInt64(ino), c))
                 fuse_reply_attr(req, &st, fs.options.attrTimeout)
@@ -198,9 +206,12 @@ extension GranaryFS {
             let fs = GranaryFS.fs(req)
             let append = fi.map { $0.pointee.fh & 1 != 0 } ?? false
             do {
-                let n = try fs.store.write(UInt64(ino), offset: UInt64(max(0, off)),
-                                           data: UnsafeRawBufferPointer(start: buf, count: size), append: append)
-                fuse_reply_write(req, n)
+                let r = try fs.store.write(UInt64(ino), offset: UInt64(max(0, off)),
+                                           data: UnsafeRawBufferPointer(start: buf, count: size), append: append,
+                                           dropPrivileges: granary_fuse_request_drops_privileges() != 0)
+                // The kernel keeps the mode it cached: tell it setuid went.
+                if r.modeChanged { fs.invalidateAttributes(UInt64(ino)) }
+                fuse_reply_write(req, r.count)
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
         }
 

@@ -60,6 +60,8 @@ final class FileData {
     var cleanFDs: [Int: (id: Hash256, fd: Int32)] = [:]
     /// End offset of the last read, for sequential read-ahead.
     var lastReadEnd: UInt64 = 0
+    /// The chunk a sequential read last opened ahead of itself.
+    var openedAhead = -1
     /// Removed from the namespace and freed: late operations do nothing.
     var freed = false
 

@@ -209,7 +209,7 @@ extension GranaryStore {
                 var fd: Int32
                 if let e = f.cleanFDs[idx], e.id == id { fd = e.fd } else {
                     f.closeCleanFD(idx)
-                    if let o = cleanCache.open(id) { fd = o } else if fetchedIndex == idx {
+                    if let o = openCached(id) { fd = o } else if fetchedIndex == idx {
                         throw .io  // fetched once already in this read and gone again (cache budget too small)
                     } else {
                         // The network read runs without the file's lock, so
@@ -231,9 +231,38 @@ extension GranaryStore {
             done += n
         }
         f.lastReadEnd = offset + UInt64(total)
-        if sequential || fetchedCold { readAhead(f, after: (Int(offset) + total - 1) / chunkSize) }
+        let lastIndex = (Int(offset) + total - 1) / chunkSize
+        if sequential { openAhead(f, lastIndex + 1) }
+        if sequential || fetchedCold { readAhead(f, after: lastIndex) }
         reply(pieces)
         return total
+    }
+
+    /// Opens a cached chunk for reading and has the kernel read it in whole,
+    /// asynchronously: each 4 MiB chunk is its own file, whose page cache
+    /// read-ahead would otherwise start small at every chunk boundary while
+    /// the reply waits for the disk.
+    private func openCached(_ id: Hash256) -> Int32? {
+        guard let fd = cleanCache.open(id) else { return nil }
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED)
+        return fd
+    }
+
+    /// A sequential read opens the next chunk ahead of it (f.lock held), so
+    /// its disk reads overlap the replies of this one.
+    private func openAhead(_ f: FileData, _ idx: Int) {
+        guard f.openedAhead != idx else { return }
+        f.openedAhead = idx
+        switch f.chunks[idx] {
+        case let .clean(id, _)?:
+            if f.cleanFDs[idx]?.id == id { return }
+            f.closeCleanFD(idx)
+            if let fd = openCached(id) { f.cleanFDs[idx] = (id, fd) }
+        case let .dirty(d)?:
+            _ = posix_fadvise(d.fd, 0, 0, POSIX_FADV_WILLNEED)
+        case nil:
+            return
+        }
     }
 
     /// Sequential reads fetch the next chunks in the background (f.lock held).
@@ -255,7 +284,11 @@ extension GranaryStore {
 
     /// Writes `data` at `offset` (or at the end when `append`); never waits
     /// for the network.
-    public func write(_ ino: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, append: Bool = false) throws(FSError) -> Int {
+    /// With `dropPrivileges` (a writer without CAP_FSETID, as the kernel
+    /// marks it) setuid, setgid and a file capability go as well; the
+    /// result then says whether the mode changed.
+    public func write(_ ino: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, append: Bool = false,
+                      dropPrivileges: Bool = false) throws(FSError) -> (count: Int, modeChanged: Bool) {
         guard let f = fileData(ino) else { throw .isDirectory }
         f.lock.lock()
         defer { f.lock.unlock() }
@@ -280,16 +313,18 @@ extension GranaryStore {
             done += n
         }
         let now = wallClockNanos()
+        var modeChanged = false
         metaLock.lock()
         if let rec = inodes[ino] {
             let end = start + UInt64(data.count)
             if end > rec.attr.size { rec.attr.size = end; f.changed.insert(Int(end - 1) / chunkSize) }
             rec.attr.mtime = now
             rec.attr.ctime = now
+            if dropPrivileges { modeChanged = dropPrivilegesLocked(rec) }
             needsPersist.insert(ino)
         }
         metaLock.unlock()
-        return data.count
+        return (data.count, modeChanged)
     }
 
     // MARK: truncate, allocate, sync

@@ -93,7 +93,33 @@ extension GranaryStore {
         public var atime: Int64?
         public var mtime: Int64?
         public var ctime: Int64?
+        /// Clear setuid, setgid and a file capability, as a truncate by a
+        /// caller without CAP_FSETID or a chown does (unless the mode is set).
+        public var dropPrivileges = false
         public init() {}
+    }
+
+    static let capabilityName: FileName = Array("security.capability".utf8)
+
+    /// Clears what a write, truncate or chown takes from a file, as Linux
+    /// does: setuid; setgid when group-executable (without it the bit marks
+    /// mandatory locking); a file capability. Returns whether anything went.
+    /// metaLock held; the inode row is written with the caller's change.
+    func dropPrivilegesLocked(_ rec: InodeRecord) -> Bool {
+        var mode = rec.attr.mode & ~UInt32(S_ISUID)
+        if mode & UInt32(S_IXGRP) != 0 { mode &= ~UInt32(S_ISGID) }
+        let hadCapability = rec.xattrs[Self.capabilityName] != nil
+        guard mode != rec.attr.mode || hadCapability else { return false }
+        rec.attr.mode = mode
+        if hadCapability {
+            rec.xattrs[Self.capabilityName] = nil
+            do {
+                try metaWrite { db in
+                    try db.run("DELETE FROM xattr WHERE ino = ? AND name = ?", [Int64(bitPattern: rec.attr.ino), Data(Self.capabilityName)])
+                }
+            } catch {}
+        }
+        return true
     }
 
     public func setattr(_ ino: UInt64, _ c: AttributeChanges) throws(FSError) -> InodeAttributes {
@@ -116,6 +142,7 @@ extension GranaryStore {
                 acl = parsed.xattr
             }
         }
+        if c.dropPrivileges && c.mode == nil && a.isRegular, dropPrivilegesLocked(rec) { a.mode = rec.attr.mode }
         if let u = c.uid { a.uid = u }
         if let g = c.gid { a.gid = g }
         if let t = c.atime { a.atime = t }

@@ -218,6 +218,19 @@ check(as_user(lambda: open(p("suid"), "a").write("y") and None) == 0, "other use
 check(os.stat(p("suid")).st_mode & 0o6000 == 0, "write by another user clears suid/sgid")
 os.chmod(p("suid"), 0o4755); os.chown(p("suid"), 1, 1)
 check(os.stat(p("suid")).st_mode & stat.S_ISUID == 0, "chown clears suid")
+# ... on truncate by another user; root keeps them (CAP_FSETID); setgid
+# without group execute marks mandatory locking and stays
+os.chown(p("suid"), 0, 0); os.chmod(p("suid"), 0o6777)
+check(as_user(lambda: os.truncate(p("suid"), 1)) == 0, "other user truncates a 0777 file")
+check(os.stat(p("suid")).st_mode & 0o6000 == 0, "truncate by another user clears suid/sgid")
+os.chmod(p("suid"), 0o6777); open(p("suid"), "a").write("z"); os.truncate(p("suid"), 1)
+check(os.stat(p("suid")).st_mode & 0o7777 == 0o6777, "root's write and truncate keep suid/sgid")
+os.chmod(p("suid"), 0o6766)
+check(as_user(lambda: open(p("suid"), "a").write("y") and None) == 0, "other user writes a 0766 file")
+check(os.stat(p("suid")).st_mode & 0o7777 == 0o2766, "write clears suid; setgid without group execute stays")
+os.setxattr(p("suid"), "security.capability", b"\x01\x00\x00\x02" + b"\x00" * 16); os.chmod(p("suid"), 0o777)
+check(as_user(lambda: open(p("suid"), "a").write("y") and None) == 0, "other user writes a file with a capability")
+check("security.capability" not in os.listxattr(p("suid")), "write by another user removes the file capability")
 # access(2) follows the mode bits
 check(as_user(lambda: 0 if not os.access(p("secret"), os.R_OK) else 1) == 0, "access() denies other user")
 finish()
