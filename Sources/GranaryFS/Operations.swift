@@ -96,7 +96,11 @@ extension GranaryFS {
             if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 { c.atime = now } else if toSet & FUSE_SET_ATTR_ATIME != 0 { c.atime = GranaryFS.nanos(a.st_atim) }
             if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { c.mtime = now } else if toSet & FUSE_SET_ATTR_MTIME != 0 { c.mtime = GranaryFS.nanos(a.st_mtim) }
             if toSet & FUSE_SET_ATTR_CTIME != 0 { c.ctime = GranaryFS.nanos(a.st_ctim) }
+            // chown(f, -1, -1) arrives as a setattr of nothing; Linux clears
+            // setuid/setgid there too, and under KILLPRIV_V2 the kernel
+            // leaves that to us without a flag.
             c.dropPrivileges = granary_fuse_request_drops_privileges() != 0
+                || (toSet == 0 && granary_fuse_drops_privileges_itself() != 0)
             do {
                 var st = GranaryFS.stat(try fs.store.setattr(UInt64(ino), c))
                 fuse_reply_attr(req, &st, fs.options.attrTimeout)

@@ -142,7 +142,7 @@ extension GranaryStore {
                 acl = parsed.xattr
             }
         }
-        if c.dropPrivileges && c.mode == nil && a.isRegular, dropPrivilegesLocked(rec) { a.mode = rec.attr.mode }
+        if c.dropPrivileges && c.mode == nil && !a.isDirectory, dropPrivilegesLocked(rec) { a.mode = rec.attr.mode }
         if let u = c.uid { a.uid = u }
         if let g = c.gid { a.gid = g }
         if let t = c.atime { a.atime = t }

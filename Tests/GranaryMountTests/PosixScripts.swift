@@ -218,6 +218,8 @@ check(as_user(lambda: open(p("suid"), "a").write("y") and None) == 0, "other use
 check(os.stat(p("suid")).st_mode & 0o6000 == 0, "write by another user clears suid/sgid")
 os.chmod(p("suid"), 0o4755); os.chown(p("suid"), 1, 1)
 check(os.stat(p("suid")).st_mode & stat.S_ISUID == 0, "chown clears suid")
+os.chmod(p("suid"), 0o6755); os.chown(p("suid"), -1, -1)
+check(os.stat(p("suid")).st_mode & 0o7777 == 0o755, "chown(-1, -1) clears suid and group-executable sgid")
 # ... on truncate by another user; root keeps them (CAP_FSETID); setgid
 # without group execute marks mandatory locking and stays
 os.chown(p("suid"), 0, 0); os.chmod(p("suid"), 0o6777)
