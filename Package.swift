@@ -70,7 +70,7 @@ let package = Package(
         ]),
         // File metadata (meta.db), write-back cache, chunk sealing, segment packing.
         .target(name: "GranaryStore", dependencies: [
-            "GranaryDatabase", "GranaryCore", "GranaryRenter",
+            "GranaryDatabase", "GranaryCore", "GranaryRenter", "CGranaryShim",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),

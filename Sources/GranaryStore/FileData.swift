@@ -4,12 +4,18 @@ import GranaryCore
 /// The fixed chunk size: a file's content is cut at 4 MiB offsets.
 public let chunkSize = 4 << 20
 
-/// A chunk being written: its bytes live in a cache file that stays open.
-/// When it was written over older content that is not cached (`base`), only
-/// the written `ranges` are valid in the file until the base is fetched and
-/// merged, which the uploader does before sealing (writes never wait).
+/// A chunk being written: its bytes live in a cache file that stays open,
+/// its own or a slot of the shared `ChunkSlab` (small chunks), from
+/// `origin` on. When it was written over older content that is not cached
+/// (`base`), only the written `ranges` are valid in the file until the base
+/// is fetched and merged, which the uploader does before sealing (writes
+/// never wait).
 final class DirtyChunk {
     let fd: Int32
+    /// The slab slot holding the bytes, or nil for a file of its own.
+    let slot: Int?
+    /// Where the chunk's byte 0 is in `fd`.
+    let origin: Int
     var base: Hash256?
     /// Base bytes at or beyond this offset are gone (truncated away).
     var baseLimit: Int
@@ -25,6 +31,24 @@ final class DirtyChunk {
         self.fd = fd
         self.base = base
         self.baseLimit = baseLimit
+        slot = nil
+        origin = 0
+    }
+
+    init(slab: ChunkSlab, slot: Int) {
+        fd = slab.fd
+        self.slot = slot
+        origin = slab.offset(of: slot)
+        base = nil
+        baseLimit = 0
+    }
+
+    /// The chunk's stored length: what lies beyond reads as zeros. A
+    /// slot's is its size (free slots are zeroed); a file's, the file's.
+    func storedLength() -> Int? {
+        if slot != nil { return ChunkSlab.slotSize }
+        var st = stat()
+        return fstat(fd, &st) == 0 ? Int(st.st_size) : nil
     }
 
     func touch() {

@@ -38,10 +38,27 @@ extension GranaryStore {
         throw .noSpace
     }
 
-    /// The chunk at `idx` as a dirty chunk, made so if needed (f.lock held).
-    func dirtyChunk(_ f: FileData, _ idx: Int) throws(FSError) -> DirtyChunk {
-        if case let .dirty(d)? = f.chunks[idx] { return d }
+    /// The chunk at `idx` as a dirty chunk that can hold bytes up to
+    /// `end`, made so if needed (f.lock held). A new chunk that small starts
+    /// in a slab slot; one that outgrows its slot moves to a file.
+    func dirtyChunk(_ f: FileData, _ idx: Int, reaching end: Int) throws(FSError) -> DirtyChunk {
+        if case let .dirty(d)? = f.chunks[idx] {
+            if d.slot != nil && end > ChunkSlab.slotSize { return try moveOutOfSlab(f, idx, d) }
+            return d
+        }
         try checkCacheSpace()
+        if f.chunks[idx] == nil && end <= ChunkSlab.slotSize, let slot = slab.allocate() {
+            let d = DirtyChunk(slab: slab, slot: slot)
+            f.chunks[idx] = .dirty(d)
+            f.changed.insert(idx)
+            return d
+        }
+        return try newCacheFile(f, idx)
+    }
+
+    /// A dirty chunk in a cache file of its own, holding the chunk's
+    /// current bytes (f.lock held).
+    private func newCacheFile(_ f: FileData, _ idx: Int) throws(FSError) -> DirtyChunk {
         let path = dirtyPath(f.ino, idx)
         let fd = Glibc.open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
@@ -63,12 +80,38 @@ extension GranaryStore {
             } else {
                 d = DirtyChunk(fd: fd, base: id, baseLimit: length)
             }
+        } else if case let .dirty(old)? = f.chunks[idx], let slot = old.slot {
+            // Out of its slot: the slot's bytes first.
+            let buf = UnsafeMutableRawPointer.allocate(byteCount: ChunkSlab.slotSize, alignment: 4096)
+            let n = preadFull(old.fd, buf, ChunkSlab.slotSize, old.origin)
+            let copied = n >= 0 && pwriteFull(fd, buf, n, 0)
+            buf.deallocate()
+            if !copied { close(fd); Glibc.unlink(path); throw .io }
+            d = DirtyChunk(fd: fd, base: nil, baseLimit: 0)
+            d.version = old.version &+ 1
         } else {
             d = DirtyChunk(fd: fd, base: nil, baseLimit: 0)
         }
         f.chunks[idx] = .dirty(d)
         f.changed.insert(idx)
         return d
+    }
+
+    /// A chunk growing past its slot moves to a file of its own. Its row
+    /// is rewritten now, and when what it held was fsynced the move is made
+    /// durable too, before the slot can be reused (f.lock held).
+    private func moveOutOfSlab(_ f: FileData, _ idx: Int, _ d: DirtyChunk) throws(FSError) -> DirtyChunk {
+        let wasSynced = !d.unsynced
+        let moved = try newCacheFile(f, idx)
+        if wasSynced {
+            guard Glibc.fsync(moved.fd) == 0 else { throw .io }
+            moved.unsynced = false
+            syncDirtyDirectory()
+        }
+        persistLocked(f)
+        if wasSynced { syncDatabase() }
+        discardDirty(f.ino, idx, d)
+        return moved
     }
 
     /// Fetches a clean chunk's plaintext from segment storage into the
@@ -133,7 +176,7 @@ extension GranaryStore {
         defer { buf.deallocate() }
         for (s, e) in d.ranges.gaps(below: d.baseLimit) {
             let n = preadFull(src, buf, e - s, s)
-            if n > 0 && !pwriteFull(d.fd, buf, n, s) { throw .io }
+            if n > 0 && !pwriteFull(d.fd, buf, n, d.origin + s) { throw .io }
         }
         d.base = nil
         d.ranges = RangeSet()
@@ -202,9 +245,8 @@ extension GranaryStore {
                 if d.base != nil && !d.ranges.covers(within, within + n) { try mergeBase(f, idx, d) }
                 // The cache file may be shorter than the chunk (a hole at
                 // its end reads as zeros).
-                var st = stat()
-                guard fstat(d.fd, &st) == 0 else { throw .io }
-                add(d.fd, at: within, n, fileLength: Int(st.st_size))
+                guard let stored = d.storedLength() else { throw .io }
+                add(d.fd, at: d.origin + within, n, fileLength: d.origin + stored)
             case let .clean(id, length)?:
                 var fd: Int32
                 if let e = f.cleanFDs[idx], e.id == id { fd = e.fd } else {
@@ -259,7 +301,7 @@ extension GranaryStore {
             f.closeCleanFD(idx)
             if let fd = openCached(id) { f.cleanFDs[idx] = (id, fd) }
         case let .dirty(d)?:
-            _ = posix_fadvise(d.fd, 0, 0, POSIX_FADV_WILLNEED)
+            _ = posix_fadvise(d.fd, off_t(d.origin), off_t(d.slot == nil ? 0 : ChunkSlab.slotSize), POSIX_FADV_WILLNEED)
         case nil:
             return
         }
@@ -302,8 +344,8 @@ extension GranaryStore {
             let idx = pos / chunkSize
             let within = pos % chunkSize
             let n = min(chunkSize - within, data.count - done)
-            let d = try dirtyChunk(f, idx)
-            guard pwriteFull(d.fd, data.baseAddress! + done, n, within) else {
+            let d = try dirtyChunk(f, idx, reaching: within + n)
+            guard pwriteFull(d.fd, data.baseAddress! + done, n, d.origin + within) else {
                 let e = errno
                 log.error("write to cache file of inode \(ino) failed: \(String(cString: strerror(e)))")
                 throw e == ENOSPC ? .noSpace : .io
@@ -336,10 +378,11 @@ extension GranaryStore {
         metaLock.lock()
         let old = inodes[f.ino]?.attr.size ?? 0
         metaLock.unlock()
+        var dropped: [(Int, DirtyChunk)] = []  // discarded once their rows are gone
         if newSize < old {
             let keep = Int((newSize + UInt64(chunkSize) - 1) / UInt64(chunkSize))  // chunks [0, keep) stay
             for idx in Array(f.chunks.keys) where idx >= keep {
-                if case let .dirty(d)? = f.chunks[idx] { close(d.fd); Glibc.unlink(dirtyPath(f.ino, idx)) }
+                if case let .dirty(d)? = f.chunks[idx] { dropped.append((idx, d)) }
                 f.closeCleanFD(idx)
                 f.chunks[idx] = nil
                 f.changed.insert(idx)
@@ -350,8 +393,8 @@ extension GranaryStore {
                 var cut = true
                 if case let .clean(_, length) = state, length <= within { cut = false }
                 if cut {
-                    let d = try dirtyChunk(f, last)
-                    ftruncate(d.fd, off_t(within))
+                    let d = try dirtyChunk(f, last, reaching: within)
+                    if let slot = d.slot { slab.zero(slot, from: within) } else { ftruncate(d.fd, off_t(within)) }
                     d.ranges.clip(within)
                     d.baseLimit = min(d.baseLimit, within)
                     d.touch()
@@ -364,6 +407,7 @@ extension GranaryStore {
         needsPersist.insert(f.ino)
         metaLock.unlock()
         persistLocked(f)
+        for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
     }
 
     public static let fallocKeepSize: Int32 = 1

@@ -314,13 +314,13 @@ extension GranaryStore {
         defer { f.lock.unlock() }
         f.freed = true
         f.closeAllCleanFDs()
-        for (idx, state) in f.chunks {
-            if case let .dirty(d) = state { close(d.fd); Glibc.unlink(dirtyPath(ino, idx)) }
-        }
-        f.chunks.removeAll()
         do { try db.write { try $0.run("DELETE FROM chunk WHERE ino = ?", [Int64(bitPattern: ino)]) } } catch {
             log.error("meta.db: cannot delete chunks of inode \(ino): \(error)")
         }
+        for (idx, state) in f.chunks {
+            if case let .dirty(d) = state { discardDirty(ino, idx, d) }
+        }
+        f.chunks.removeAll()
         compactor?.invalidateUsage()
     }
 

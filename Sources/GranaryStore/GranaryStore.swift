@@ -60,6 +60,8 @@ public final class GranaryStore: @unchecked Sendable {
     let log = Logger(label: "granary.store")
     let db: DatabasePool
     let dirtyDirectory: String
+    /// Slots for the dirty bytes of small chunks (one shared cache file).
+    let slab: ChunkSlab
     let cleanCache: CleanCache
     let maxSegmentSize: Int
 
@@ -102,6 +104,7 @@ public final class GranaryStore: @unchecked Sendable {
             }
         }
         cleanCache = CleanCache(directory: cleanDirectory, budget: configuration.cacheBudget)
+        slab = try ChunkSlab(directory: dirtyDirectory)
         var dbConfig = Configuration()
         dbConfig.prepareDatabase { db in
             // NORMAL in WAL mode: a commit survives a crash of this process;
@@ -151,7 +154,8 @@ public final class GranaryStore: @unchecked Sendable {
             try db.execute(sql: "DELETE FROM xattr WHERE ino NOT IN (SELECT ino FROM inode)")
             try db.execute(sql: "DELETE FROM chunk WHERE ino NOT IN (SELECT ino FROM inode)")
         }
-        var dirtyFiles = Set<String>()
+        var dirtyFiles: Set<String> = [ChunkSlab.fileName]
+        var usedSlots = Set<Int>()
         try db.read { db in
             for row in try Row.fetchAll(db, sql: "SELECT * FROM inode") {
                 let attr = InodeAttributes(
@@ -183,7 +187,13 @@ public final class GranaryStore: @unchecked Sendable {
                 let ino = UInt64(row["ino"] as Int64)
                 let idx: Int = row["idx"]
                 guard let f = files[ino] else { continue }
-                if (row["dirty"] as Int64) != 0 {
+                if (row["dirty"] as Int64) != 0, let slot = row["slot"] as Int? {
+                    let d = DirtyChunk(slab: slab, slot: slot)
+                    d.unsynced = false
+                    d.lastWrite = 0  // upload soon
+                    f.chunks[idx] = .dirty(d)
+                    usedSlots.insert(slot)
+                } else if (row["dirty"] as Int64) != 0 {
                     let path = dirtyPath(ino, idx)
                     var fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
                     if fd < 0 {
@@ -202,6 +212,7 @@ public final class GranaryStore: @unchecked Sendable {
                 }
             }
         }
+        slab.recover(used: usedSlots)
         // Cache files no row names were written after the last persist and
         // never fsynced: nothing promised them, drop them.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dirtyDirectory)) ?? [] where !dirtyFiles.contains(name) {
@@ -212,6 +223,23 @@ public final class GranaryStore: @unchecked Sendable {
     }
 
     func dirtyPath(_ ino: UInt64, _ idx: Int) -> String { "\(dirtyDirectory)/\(ino)-\(idx)" }
+
+    /// Drops a dirty chunk's cached bytes: its own file, or its slot. A
+    /// slot is let go only once meta.db no longer names it (the caller has
+    /// committed the chunk's new row).
+    func discardDirty(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk) {
+        if let slot = d.slot { slab.retire(slot) } else { close(d.fd); Glibc.unlink(dirtyPath(ino, idx)) }
+    }
+
+    /// Makes retired slab slots reusable once the commits that let go of
+    /// them are durable, so that no crash brings back a row naming a slot
+    /// that meanwhile holds another chunk's bytes.
+    func reuseRetiredSlots() {
+        let slots = slab.takeRetired()
+        guard !slots.isEmpty else { return }
+        syncDatabase()
+        slab.reuse(slots)
+    }
 
     // MARK: persistence helpers (metaLock held)
 
@@ -229,12 +257,12 @@ public final class GranaryStore: @unchecked Sendable {
         case nil:
             try db.run("DELETE FROM chunk WHERE ino = ? AND idx = ?", [Int64(bitPattern: ino), idx])
         case let .clean(id, length)?:
-            try db.run("INSERT OR REPLACE INTO chunk (ino, idx, dirty, chunk_id, length, base_id, base_limit, ranges) VALUES (?, ?, 0, ?, ?, NULL, 0, NULL)",
+            try db.run("INSERT OR REPLACE INTO chunk (ino, idx, dirty, chunk_id, length, base_id, base_limit, ranges, slot) VALUES (?, ?, 0, ?, ?, NULL, 0, NULL, NULL)",
                        [Int64(bitPattern: ino), idx, Data(id.bytes), length])
         case let .dirty(d)?:
-            try db.run("INSERT OR REPLACE INTO chunk (ino, idx, dirty, chunk_id, length, base_id, base_limit, ranges) VALUES (?, ?, 1, NULL, 0, ?, ?, ?)",
+            try db.run("INSERT OR REPLACE INTO chunk (ino, idx, dirty, chunk_id, length, base_id, base_limit, ranges, slot) VALUES (?, ?, 1, NULL, 0, ?, ?, ?, ?)",
                        [Int64(bitPattern: ino), idx, d.base.map { Data($0.bytes) }, d.baseLimit,
-                                       d.base == nil ? nil : Data(d.ranges.encoded)])
+                                       d.base == nil ? nil : Data(d.ranges.encoded), d.slot])
         }
     }
 
@@ -258,28 +286,44 @@ public final class GranaryStore: @unchecked Sendable {
         }
     }
 
-    /// Persists every file changed by writes since the last call: most in
-    /// one transaction (a copy of many small files changes thousands), with
-    /// metaLock held throughout so no fsync writes rows in between. A file
-    /// whose lock is busy is tried, never waited for there (the lock order
-    /// is file, then metaLock), and persisted on its own afterwards.
+    /// Persists every file changed by writes since the last call, in
+    /// transactions of `persistBatchSize` files, each with metaLock held
+    /// throughout so no fsync writes rows in between. A file whose lock is
+    /// busy is tried, never waited for there (the lock order is file, then
+    /// metaLock), and persisted on its own afterwards.
     func persistAll() {
-        for f in persistBatch() {
+        metaLock.lock()
+        let pending = Array(needsPersist)
+        metaLock.unlock()
+        var busy: [FileData] = []
+        var start = 0
+        while start < pending.count {
+            let end = min(start + Self.persistBatchSize, pending.count)
+            busy += persistBatch(pending[start..<end])
+            start = end
+        }
+        for f in busy {
             f.lock.lock()
             persistLocked(f)
             f.lock.unlock()
         }
     }
 
-    /// The batch part of `persistAll`; returns the files it skipped.
-    private func persistBatch() -> [FileData] {
+    /// Files per transaction of `persistAll`. Every namespace operation
+    /// waits for metaLock while one is written: a copy of many small files
+    /// leaves thousands to persist, and one transaction for all of them
+    /// stalled the copy for milliseconds at every uploader pass.
+    static let persistBatchSize = 32
+
+    /// One transaction of `persistAll`; returns the files it skipped.
+    private func persistBatch(_ inos: ArraySlice<UInt64>) -> [FileData] {
         metaLock.lock()
         defer { metaLock.unlock() }
-        let pending = needsPersist.compactMap { files[$0] }
-        guard !pending.isEmpty else { return [] }
+        let batch = inos.compactMap { needsPersist.contains($0) ? files[$0] : nil }
+        guard !batch.isEmpty else { return [] }
         var locked: [FileData] = [], busy: [FileData] = []
         defer { for f in locked { f.lock.unlock() } }
-        for f in pending { if f.lock.try() { locked.append(f) } else { busy.append(f) } }
+        for f in batch { if f.lock.try() { locked.append(f) } else { busy.append(f) } }
         do {
             try db.write { db in
                 for f in locked {

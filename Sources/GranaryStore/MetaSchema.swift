@@ -49,6 +49,11 @@ enum MetaSchema {
         m.registerMigration("v2: segment live bytes") { db in
             try db.execute(sql: "ALTER TABLE segment ADD COLUMN live INTEGER NOT NULL DEFAULT -1")
         }
+        // slot: a dirty chunk whose bytes are in slot `slot` of the shared
+        // cache file cache/dirty/slab (NULL: in cache/dirty/<ino>-<idx>).
+        m.registerMigration("v3: dirty chunks in slab slots") { db in
+            try db.execute(sql: "ALTER TABLE chunk ADD COLUMN slot INTEGER")
+        }
         return m
     }
 }

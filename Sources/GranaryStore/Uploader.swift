@@ -102,6 +102,7 @@ extension GranaryStore {
             referenceLock.lock()
             let ok = uploadPass(force: force)
             referenceLock.unlock()
+            reuseRetiredSlots()
             lastPass = Date()
             if stopping {
                 u.cond.lock(); u.stopped = true; u.cond.broadcast(); u.cond.unlock()
@@ -183,13 +184,15 @@ extension GranaryStore {
                 let start = UInt64(idx) * UInt64(chunkSize)
                 let length = size > start ? Int(min(UInt64(chunkSize), size - start)) : 0
                 if length == 0 {
-                    close(d.fd); Glibc.unlink(dirtyPath(f.ino, idx))
                     f.chunks[idx] = nil
                     f.changed.insert(idx)
+                    persistLocked(f)
+                    discardDirty(f.ino, idx, d)
                     f.lock.unlock()
                     continue
                 }
-                let r = preadFull(d.fd, buffer.baseAddress!, length, 0)
+                // A slot holds less than a chunk; beyond it the chunk reads as zeros.
+                let r = preadFull(d.fd, buffer.baseAddress!, min(length, d.storedLength() ?? length), d.origin)
                 if r < 0 { f.lock.unlock(); ok = false; continue }
                 if r < length { memset(buffer.baseAddress! + r, 0, length - r) }
                 let version = d.version
@@ -356,20 +359,42 @@ extension GranaryStore {
             }
             f.chunks[p.idx] = newState
             f.changed.remove(p.idx)
-            close(d.fd)
-            // The cache file becomes the clean cached copy.
-            let from = dirtyPath(f.ino, p.idx)
-            let to = cleanCache.path(p.id)
-            if Glibc.rename(from, to) == 0 {
-                var st = stat()
-                _ = stat(to, &st)
-                cleanCache.insert(p.id, size: UInt64(st.st_size))
-            } else {
-                Glibc.unlink(from)
-            }
+            keepAsCleanCopy(f.ino, p.idx, d, id: p.id, length: p.length)
             uploaded += UInt64(p.length)
         }
         uploader.record(bytes: uploaded)
+    }
+
+    /// An uploaded chunk's cached bytes become its clean cached copy: its
+    /// own file is renamed; a slot is copied out (on this thread, not on
+    /// the writes that filled it) and let go. The chunk's clean row is
+    /// committed.
+    private func keepAsCleanCopy(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk, id: Hash256, length: Int) {
+        let to = cleanCache.path(id)
+        guard d.slot != nil else {
+            close(d.fd)
+            let from = dirtyPath(ino, idx)
+            if Glibc.rename(from, to) == 0 {
+                var st = stat()
+                _ = stat(to, &st)
+                cleanCache.insert(id, size: UInt64(st.st_size))
+            } else {
+                Glibc.unlink(from)
+            }
+            return
+        }
+        defer { discardDirty(ino, idx, d) }
+        let n = min(length, ChunkSlab.slotSize)
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1), alignment: 4096)
+        defer { buf.deallocate() }
+        guard preadFull(d.fd, buf, n, d.origin) == n else { return }
+        let tmp = to + ".\(UInt64.random(in: 0 ... .max)).tmp"
+        let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        let ok = pwriteFull(fd, buf, n, 0) && ftruncate(fd, off_t(length)) == 0
+        close(fd)
+        guard ok, Glibc.rename(tmp, to) == 0 else { Glibc.unlink(tmp); return }
+        cleanCache.insert(id, size: UInt64(length))
     }
 
     /// A segment being packed in raw memory.
@@ -471,11 +496,17 @@ extension GranaryStore {
         metaLock.lock()
         let fileList = Array(files.values)
         metaLock.unlock()
+        var slabWritten = false
         for f in fileList {
             f.lock.lock()
-            for (_, s) in f.chunks { if case let .dirty(d) = s, d.unsynced { Glibc.fsync(d.fd); d.unsynced = false } }
+            for (_, s) in f.chunks {
+                guard case let .dirty(d) = s, d.unsynced else { continue }
+                if d.slot == nil { Glibc.fsync(d.fd) } else { slabWritten = true }
+                d.unsynced = false
+            }
             f.lock.unlock()
         }
+        if slabWritten { Glibc.fsync(slab.fd) }  // once for all its slots
         syncDirtyDirectory()
         syncDatabase()
     }

@@ -106,6 +106,13 @@ struct MountTests {
             set -e; cd '\(m.mountpoint)'
             for i in 1 2 3 4 5; do head -c $((i * 1500000)) /dev/urandom > '\(m.dir.path)'/ref$i; dd if='\(m.dir.path)'/ref$i of=f$i bs=256k conv=fsync status=none; done
             mkdir -p dir/sub; dd if='\(m.dir.path)'/ref1 of=dir/sub/g bs=64k conv=fsync status=none; sync dir
+            # small files (slab slots), some deleted and their slots reused, one grown out of its slot
+            for i in $(seq 1 20); do head -c $((i * 6000)) /dev/urandom > '\(m.dir.path)'/refs$i; dd if='\(m.dir.path)'/refs$i of=s$i bs=4k conv=fsync status=none; done
+            rm s1 s2 s3; sync .
+            for i in 21 22 23; do head -c 3000 /dev/urandom > '\(m.dir.path)'/refs$i; dd if='\(m.dir.path)'/refs$i of=s$i conv=fsync status=none; done
+            head -c 300000 /dev/urandom > '\(m.dir.path)'/refgrow
+            dd if='\(m.dir.path)'/refgrow of=grow bs=50000 count=1 conv=fsync status=none
+            dd if='\(m.dir.path)'/refgrow of=grow bs=64k conv=notrunc,fsync status=none
             """), "fsynced writes")
         // Keep writing (unsynced) while the mount dies.
         let writer = Shell.self
@@ -117,12 +124,16 @@ struct MountTests {
         try m.start(uploadIdle: 1)
         for i in 1...5 { expectOK(Shell.run("cmp '\(m.dir.path)/ref\(i)' '\(m.path("f\(i)"))'"), "f\(i) after SIGKILL") }
         expectOK(Shell.run("cmp '\(m.dir.path)/ref1' '\(m.path("dir/sub/g"))'"), "nested file after SIGKILL")
+        let smallFiles = (4...23).map { ("refs\($0)", "s\($0)") } + [("refgrow", "grow")]
+        for (ref, name) in smallFiles { expectOK(Shell.run("cmp '\(m.dir.path)/\(ref)' '\(m.path(name))'"), "small file \(name) after SIGKILL") }
+        expectOK(Shell.run("test ! -e '\(m.path("s1"))'"), "a deleted small file stays deleted")
         // The recovered dirty data uploads: flush, wipe the cache, read back.
         expectOK(Shell.run("'\(try GranaryBinary.require())' flush --state '\(m.state)'", timeout: 60), "flush after restart")
         m.stop()
         expectOK(Shell.run("rm -rf '\(m.state)/cache'"), "wipe cache")
         try m.start()
         for i in 1...5 { expectOK(Shell.run("cmp '\(m.dir.path)/ref\(i)' '\(m.path("f\(i)"))'"), "f\(i) from segments") }
+        for (ref, name) in smallFiles { expectOK(Shell.run("cmp '\(m.dir.path)/\(ref)' '\(m.path(name))'"), "small file \(name) from segments") }
     }
 
     /// After `granary flush`, with the cache wiped, everything reads back

@@ -51,6 +51,19 @@ with open(p("holes"), "wb") as f:
     f.seek(4096); f.write(b"x" * 100)
 data = open(p("holes"), "rb").read()
 check(len(data) == (10 << 20) + 3 and data[:4096] == bytes(4096) and data[4096:4196] == b"x" * 100 and data[-3:] == b"end" and data[5000:(10 << 20)] == bytes((10 << 20) - 5000), "holes read as zeros")
+# small files: cut and extended, grown past their first home, and new ones
+# where deleted ones were never show old bytes
+open(p("small"), "wb").write(b"s" * 60000); os.truncate(p("small"), 10); os.truncate(p("small"), 50000)
+check(open(p("small"), "rb").read() == b"s" * 10 + bytes(49990), "small file cut then extended reads zeros")
+with open(p("small"), "r+b") as f: f.seek(200000); f.write(b"tail")
+data = open(p("small"), "rb").read()
+check(len(data) == 200004 and data[:10] == b"s" * 10 and data[10:200000] == bytes(199990) and data[200000:] == b"tail", "small file grown past 128 KiB")
+for i in range(40): open(p(f"old{i}"), "wb").write(bytes([65 + i % 26]) * 100000)
+for i in range(40): os.unlink(p(f"old{i}"))
+time.sleep(1.5)  # the uploader's passes hand freed space back
+for i in range(40):
+    with open(p(f"new{i}"), "wb") as f: f.seek(99999); f.write(b"!")
+check(all(open(p(f"new{i}"), "rb").read() == bytes(99999) + b"!" for i in range(40)), "new small files never show a deleted file's bytes")
 import random
 random.seed(7)
 ref = bytearray(9 << 20)

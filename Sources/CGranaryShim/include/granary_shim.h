@@ -15,4 +15,7 @@ void granary_line_buffer_stdout(void);
 /// Starts asynchronous writeback of a file range (sync_file_range with
 /// SYNC_FILE_RANGE_WRITE, which Glibc's Swift overlay does not export).
 int granary_start_writeback(int fd, long long offset, long long length);
+/// Deallocates a file range so it reads as zeros, keeping the file's size
+/// (fallocate with FALLOC_FL_PUNCH_HOLE). Returns 0 or -1 with errno set.
+int granary_punch_hole(int fd, long long offset, long long length);
 #endif
