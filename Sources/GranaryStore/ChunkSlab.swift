@@ -23,8 +23,11 @@ final class ChunkSlab: @unchecked Sendable {
     private var free: [Int] = []
     private var used = Set<Int>()
     private var retired: [Int] = []
-    /// Slots below this index exist in the file; those not in `used` are in `free`.
+    /// Slots below this index have been handed out; those not in `used`
+    /// are in `free` or `retired`.
     private var highWater = 0
+    /// Slots the file's size covers.
+    private var sizeInSlots = 0
 
     init(directory: String) throws {
         let path = directory + "/" + Self.fileName
@@ -45,8 +48,12 @@ final class ChunkSlab: @unchecked Sendable {
         } else {
             guard highWater < Self.maxSlots else { return nil }
             // The file covers every slot (sparse): bytes past its end could
-            // not be spliced into a read's reply.
-            guard ftruncate(fd, off_t((highWater + 1) * Self.slotSize)) == 0 else { return nil }
+            // not be spliced into a read's reply. It grows 256 slots at a time.
+            if highWater >= sizeInSlots {
+                let grown = min(Self.maxSlots, sizeInSlots + 256)
+                guard ftruncate(fd, off_t(grown * Self.slotSize)) == 0 else { return nil }
+                sizeInSlots = grown
+            }
             slot = highWater
             highWater += 1
         }
@@ -110,6 +117,7 @@ final class ChunkSlab: @unchecked Sendable {
         highWater = min(Self.maxSlots, max(fileSlots, (slots.max() ?? -1) + 1))
         free = (0..<highWater).filter { !slots.contains($0) }.reversed()
         _ = ftruncate(fd, off_t(highWater * Self.slotSize))
+        sizeInSlots = highWater
         lock.unlock()
         // Runs of free slots, one punch each.
         var slot = 0

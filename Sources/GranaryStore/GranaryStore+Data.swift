@@ -28,9 +28,16 @@ extension GranaryStore {
     }
 
     /// Writes fail with ENOSPC, with a log line, when the cache disk is
-    /// nearly full and evicting clean chunks does not help.
+    /// nearly full and evicting clean chunks does not help. While the disk
+    /// has plenty, it is asked at most every 50 ms (a statfs per new chunk
+    /// was a visible share of a small-file copy).
     func checkCacheSpace() throws(FSError) {
-        func free() -> UInt64 { diskSpace(dirtyDirectory)?.available ?? .max }
+        if cacheSpace.recentlyAmple() { return }
+        func free() -> UInt64 {
+            let f = diskSpace(dirtyDirectory)?.available ?? .max
+            cacheSpace.note(ample: f >= 2 * config.minimumFreeDisk)
+            return f
+        }
         if free() >= config.minimumFreeDisk { return }
         cleanCache.evictAll()
         if free() >= config.minimumFreeDisk { return }

@@ -62,6 +62,7 @@ public final class GranaryStore: @unchecked Sendable {
     let dirtyDirectory: String
     /// Slots for the dirty bytes of small chunks (one shared cache file).
     let slab: ChunkSlab
+    let cacheSpace = FreeSpaceGauge()
     let cleanCache: CleanCache
     let maxSegmentSize: Int
 
