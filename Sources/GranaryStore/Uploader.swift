@@ -372,12 +372,16 @@ extension GranaryStore {
     private func keepAsCleanCopy(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk, id: Hash256, length: Int) {
         let to = cleanCache.path(id)
         guard d.slot != nil else {
+            // A chunk whose end is a hole (extended by truncate) has a
+            // shorter file: it must hold `length` bytes, since a read
+            // spliced from it would otherwise come back short, and the
+            // kernel takes a short read for the end of the file.
+            var st = stat()
+            if fstat(d.fd, &st) == 0 && Int(st.st_size) < length { _ = ftruncate(d.fd, off_t(length)) }
             close(d.fd)
             let from = dirtyPath(ino, idx)
             if Glibc.rename(from, to) == 0 {
-                var st = stat()
-                _ = stat(to, &st)
-                cleanCache.insert(id, size: UInt64(st.st_size))
+                cleanCache.insert(id, size: UInt64(max(Int(st.st_size), length)))
             } else {
                 Glibc.unlink(from)
             }

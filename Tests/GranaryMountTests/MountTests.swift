@@ -38,6 +38,32 @@ struct MountTests {
         expectOK(Shell.python(PosixScripts.permissions, args: [m.mountpoint]), "permissions")
     }
 
+    /// Seeded random operations mirrored on local files, with the uploader
+    /// sealing the same files and flushes forcing it (a chunk ending in a
+    /// hole once came back short from its cached copy after upload, and
+    /// the kernel took the short read for the file's end).
+    @Test(.timeLimit(.minutes(4)))
+    func randomOperationsMatchALocalFile() throws {
+        let m = try MountFixture(uploadIdle: 0.5)
+        defer { m.stop() }
+        let flush = "'\(try GranaryBinary.require())' flush --state '\(m.state)' >/dev/null 2>&1"
+        let stop = StopFlag()
+        let flusher = Thread {
+            while !stop.isSet {
+                Shell.run(flush, timeout: 30)
+                usleep(200_000)
+            }
+        }
+        flusher.start()
+        defer { stop.set() }
+        for seed in 1...3 {
+            let ref = m.dir.sub("ref\(seed)")
+            expectOK(Shell.run("mkdir -p '\(m.path("fsx\(seed)"))'"), "mkdir")
+            expectOK(Shell.python(RandomOperationsScript.source, args: [m.path("fsx\(seed)"), ref, "\(seed)", "2500"], timeout: 180),
+                     "random operations, seed \(seed)")
+        }
+    }
+
     /// A generated tree with odd names, links, modes and times.
     func makeTree(_ root: String) -> Shell.Result {
         Shell.run("""
@@ -184,4 +210,12 @@ private func statusField(_ json: String, _ key: String) -> Int? {
     guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
           let status = object["status"] as? [String: Any] else { return nil }
     return (status[key] as? NSNumber)?.intValue
+}
+
+/// Set once from the test, read by its helper thread.
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+    func set() { lock.lock(); value = true; lock.unlock() }
 }
