@@ -84,9 +84,7 @@ extension DHTNode {
         }
         if records[key] == nil, records.count >= configuration.maxStoredRecords {
             purgeExpiredRecords()
-            guard records.count < configuration.maxStoredRecords else {
-                throw .recordRejected("this node holds \(records.count) records, its limit")
-            }
+            if records.count >= configuration.maxStoredRecords { try makeRoom(for: key) }
         }
         records[key] = record
         recordArrived[key] = .now
@@ -94,6 +92,22 @@ extension DHTNode {
             do { try store.saveRecord(record) } catch { logger.warning("record \(key.short) kept in memory only: \(error)") }
         }
         return true
+    }
+
+    /// When full, a node keeps the records whose keys are closest to its
+    /// own ID, the ones Kademlia makes it responsible for: a new record
+    /// closer than the farthest one held takes its place, any other is
+    /// refused. A flood of records (key-only ones need no proof of work)
+    /// cannot push out those that belong here.
+    private func makeRoom(for key: Hash256) throws(DHTError) {
+        guard let farthest = records.keys.max(by: { ($0 ^ id) < ($1 ^ id) }), (key ^ id) < (farthest ^ id) else {
+            throw .recordRejected("this node holds \(records.count) records, its limit, all closer to it than this one")
+        }
+        records[farthest] = nil
+        recordArrived[farthest] = nil
+        if let store {
+            do { try store.deleteRecord(storageKey: farthest) } catch { logger.warning("cannot delete record \(farthest.short): \(error)") }
+        }
     }
 
     func purgeExpiredRecords() {

@@ -73,6 +73,17 @@ extension RoutingTableStore {
         }
     }
 
+    /// Deletes the row of one storage key.
+    public func deleteRecord(storageKey: Hash256) throws(DHTError) {
+        do {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM record WHERE storage_key = ?", arguments: [Data(storageKey.bytes)])
+            }
+        } catch {
+            throw .storage("\(path): \(error)")
+        }
+    }
+
     /// Deletes the rows that expired by `now`; returns how many.
     @discardableResult
     public func deleteExpiredRecords(now: Date = Date()) throws(DHTError) -> Int {

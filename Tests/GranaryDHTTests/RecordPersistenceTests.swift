@@ -130,12 +130,18 @@ import Testing
         let me = identity()
         let holder = try await net.makeNode(statePath: dir.path, identity: me)
         try await holder.bootstrap([publisher.contact.address])
-        var accepted = 0
+        var keys: [Hash256] = []
         for i in 0..<5 {
-            accepted += try await publisher.putRecord(key: Array("k\(i)".utf8), value: [UInt8(i)], sequence: 1, ttl: .seconds(600))
+            let key = Array("k\(i)".utf8)
+            _ = try await publisher.putRecord(key: key, value: [UInt8(i)], sequence: 1, ttl: .seconds(600))
+            keys.append(SignedRecord.storageKey(owner: publisher.id, key: key))
         }
-        #expect(accepted == 3, "a node holds at most maxStoredRecords")
-        #expect(await holder.heldRecords().count == 3)
+        // A full node keeps the records closest to it, whatever their order.
+        let held = await holder.heldRecords().map(\.storageKey)
+        #expect(held.count == 3, "a node holds at most maxStoredRecords")
+        let closest = keys.sorted { ($0 ^ me.id) < ($1 ^ me.id) }.prefix(3)
+        #expect(Set(held) == Set(closest), "a full node keeps the keys closest to its ID")
+        #expect(try RoutingTableStore(path: dir.path + "/routing.db").recordCount() == 3, "routing.db holds what the node holds")
         // A record padded past the size bound with a field no reader knows
         // (its key and value within their limits, its signature valid).
         let owner = Self.bareKey()
