@@ -54,6 +54,11 @@ struct MountBench: ParsableCommand {
         var st = stat()
         report.add("stats_per_s", Double(n) / Self.time { for p in names { stat(p, &st) } })
         report.add("unlinks_per_s", Double(n) / Self.time { for p in names { unlink(p) } })
+        // The goals as ratios of this run: >= 0.8, >= 0.6, <= 2.
+        func ratio(_ a: String, _ b: String) -> Double { report[b] > 0 ? report[a] / report[b] : 0 }
+        report.add("seq_write_ratio", ratio("seq_write_mbps", "local_write_mbps"))
+        report.add("warm_read_ratio", ratio("warm_read_mbps", "local_read_mbps"))
+        report.add("small_files_ratio", ratio("small_files_s", "local_small_files_s"))
         print(report.render(json: json))
     }
 

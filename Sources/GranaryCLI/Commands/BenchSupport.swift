@@ -43,6 +43,9 @@ struct BenchReport {
 
     mutating func add(_ key: String, _ value: Double) { entries.append((key, value)) }
 
+    /// A figure added before (0 when missing).
+    subscript(key: String) -> Double { entries.first { $0.0 == key }?.1 ?? 0 }
+
     func render(json: Bool) -> String {
         if json {
             let body = entries.map { "  \"\($0.0)\": \(Self.format($0.1))" }.joined(separator: ",\n")
