@@ -23,6 +23,8 @@ final class ChunkSlab: @unchecked Sendable {
     private var free: [Int] = []
     private var used = Set<Int>()
     private var retired: [Int] = []
+    /// Slots readers hold open (clean chunks kept in the slab), with counts.
+    private var pins: [Int: Int] = [:]
     /// Slots below this index have been handed out; those not in `used`
     /// are in `free` or `retired`.
     private var highWater = 0
@@ -79,11 +81,27 @@ final class ChunkSlab: @unchecked Sendable {
         return r
     }
 
-    /// Zeroes slots taken from `takeRetired` and makes them free.
+    /// Zeroes slots taken from `takeRetired` and makes them free; one a
+    /// reader still holds stays retired until a later call.
     func reuse(_ slots: [Int]) {
-        for slot in slots { zero(slot, from: 0) }
         lock.lock()
-        free += slots
+        let ready = slots.filter { pins[$0] == nil }
+        retired += slots.filter { pins[$0] != nil }
+        lock.unlock()
+        for slot in ready { zero(slot, from: 0) }
+        lock.lock()
+        free += ready
+        lock.unlock()
+    }
+
+    /// A reader holds `slot` open (see `CachedChunk`).
+    func pin(_ slot: Int) {
+        lock.lock(); pins[slot, default: 0] += 1; lock.unlock()
+    }
+
+    func unpin(_ slot: Int) {
+        lock.lock()
+        if let n = pins[slot] { pins[slot] = n > 1 ? n - 1 : nil }
         lock.unlock()
     }
 

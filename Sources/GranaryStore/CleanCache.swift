@@ -1,21 +1,30 @@
 import Foundation
 import GranaryCore
 
-/// Clean chunks cached as plaintext files `cache/clean/<chunk id>`, evicted
-/// least recently used beyond the budget. Dirty chunks are elsewhere and
-/// never evicted. Thread-safe: one lock around the bookkeeping (the files
+/// Clean chunks cached as plaintext files `cache/clean/<chunk id>`, or in
+/// the slab slot a small chunk was written in (kept when it was uploaded,
+/// not copied out; such entries last until the mount stops), evicted least
+/// recently used beyond the budget. Dirty chunks are elsewhere and never
+/// evicted. Thread-safe: one lock around the bookkeeping (the files
 /// themselves are written before `insert` and only unlinked here).
 final class CleanCache: @unchecked Sendable {
     let directory: String
     let budget: UInt64
+    let slab: ChunkSlab
+    private struct Entry {
+        var size: UInt64
+        var tick: UInt64
+        var slot: Int?
+    }
     private let lock = NSLock()
-    private var entries: [Hash256: (size: UInt64, tick: UInt64)] = [:]
+    private var entries: [Hash256: Entry] = [:]
     private var tick: UInt64 = 0
     private(set) var totalBytes: UInt64 = 0
 
-    init(directory: String, budget: UInt64) {
+    init(directory: String, budget: UInt64, slab: ChunkSlab) {
         self.directory = directory
         self.budget = budget
+        self.slab = slab
         // Rebuild from what the folder holds; partial downloads are dropped.
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for name in names {
@@ -24,7 +33,7 @@ final class CleanCache: @unchecked Sendable {
             var st = stat()
             guard stat(path, &st) == 0 else { continue }
             tick += 1
-            entries[id] = (UInt64(st.st_size), tick)
+            entries[id] = Entry(size: UInt64(st.st_size), tick: tick)
             totalBytes += UInt64(st.st_size)
         }
     }
@@ -38,53 +47,151 @@ final class CleanCache: @unchecked Sendable {
     }
 
     /// Opens a cached chunk for reading, or nil when it is not cached.
-    func open(_ id: Hash256) -> Int32? {
-        guard contains(id) else { return nil }
+    func open(_ id: Hash256) -> CachedChunk? {
+        lock.lock()
+        guard var e = entries[id] else { lock.unlock(); return nil }
+        tick += 1
+        e.tick = tick
+        entries[id] = e
+        if let slot = e.slot {
+            slab.pin(slot)  // under the lock: eviction cannot retire it first
+            lock.unlock()
+            return CachedChunk(slab: slab, pinned: slot)
+        }
+        lock.unlock()
         let fd = Glibc.open(path(id), O_RDONLY | O_CLOEXEC)
         if fd < 0 { forget(id); return nil }
-        return fd
+        return CachedChunk(file: fd)
     }
 
     /// Registers a file already in place, then evicts beyond the budget.
     func insert(_ id: Hash256, size: UInt64) {
         lock.lock()
-        tick += 1
-        if let old = entries[id] { totalBytes -= old.size }
-        entries[id] = (size, tick)
-        totalBytes += size
-        var victims: [Hash256] = []
-        if totalBytes > budget {
-            let sorted = entries.sorted { $0.value.tick < $1.value.tick }
-            for (vid, v) in sorted where totalBytes > budget && vid != id {
-                victims.append(vid)
-                totalBytes -= v.size
-                entries[vid] = nil
-            }
-        }
+        let old = entries[id]
+        add(id, Entry(size: size, tick: 0, slot: nil))
+        let victims = evictLocked(keeping: id)
         lock.unlock()
-        for v in victims { unlink(path(v)) }
+        if let old, old.slot != nil { drop(id, old) }
+        for (vid, v) in victims { drop(vid, v) }
+    }
+
+    /// Keeps a chunk in the slab slot that holds it; false when the chunk
+    /// is cached already (the caller lets its slot go).
+    func insert(_ id: Hash256, slot: Int, size: UInt64) -> Bool {
+        lock.lock()
+        guard entries[id] == nil else { lock.unlock(); return false }
+        add(id, Entry(size: size, tick: 0, slot: slot))
+        let victims = evictLocked(keeping: id)
+        lock.unlock()
+        for (vid, v) in victims { drop(vid, v) }
+        return true
+    }
+
+    private func add(_ id: Hash256, _ entry: Entry) {
+        tick += 1
+        var e = entry
+        e.tick = tick
+        if let old = entries[id] { totalBytes -= old.size }
+        entries[id] = e
+        totalBytes += e.size
+    }
+
+    private func evictLocked(keeping id: Hash256) -> [(Hash256, Entry)] {
+        guard totalBytes > budget else { return [] }
+        var victims: [(Hash256, Entry)] = []
+        for (vid, v) in entries.sorted(by: { $0.value.tick < $1.value.tick }) where totalBytes > budget && vid != id {
+            victims.append((vid, v))
+            totalBytes -= v.size
+            entries[vid] = nil
+        }
+        return victims
+    }
+
+    /// Deletes an entry's bytes: its file, or its slot (reused once no
+    /// reader holds it).
+    private func drop(_ id: Hash256, _ e: Entry) {
+        if let slot = e.slot { slab.retire(slot) } else { unlink(path(id)) }
     }
 
     func forget(_ id: Hash256) {
         lock.lock()
-        if let old = entries.removeValue(forKey: id) { totalBytes -= old.size }
+        let old = entries.removeValue(forKey: id)
+        if let old { totalBytes -= old.size }
         lock.unlock()
+        if let old, old.slot != nil { drop(id, old) }
     }
 
-    /// Forgets a chunk and deletes its file (no file refers to it any more).
+    /// Forgets a chunk and deletes its bytes (no file refers to it any more).
     func remove(_ id: Hash256) {
-        forget(id)
-        unlink(path(id))
+        lock.lock()
+        let old = entries.removeValue(forKey: id)
+        if let old { totalBytes -= old.size }
+        lock.unlock()
+        if let old { drop(id, old) } else { unlink(path(id)) }
+    }
+
+    // MARK: slots across a restart
+
+    /// Where a clean unmount lists the chunks kept in slab slots. Read and
+    /// deleted at the next start, before any slot can be reused: a list
+    /// left from an older run could name slots holding other bytes since.
+    var slotIndexPath: String { (directory as NSString).deletingLastPathComponent + "/slab-clean" }
+
+    /// Writes the slot entries to `slotIndexPath` (the slab is fsynced
+    /// first by the caller): 32-byte chunk ID, slot and size (Int64 each).
+    func saveSlotIndex() {
+        lock.lock()
+        var bytes: [UInt8] = []
+        for (id, e) in entries {
+            guard let slot = e.slot else { continue }
+            bytes += id.bytes
+            withUnsafeBytes(of: Int64(slot).littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: Int64(e.size).littleEndian) { bytes += $0 }
+        }
+        lock.unlock()
+        guard !bytes.isEmpty else { return }
+        let tmp = slotIndexPath + ".tmp"
+        let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        let ok = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) == $0.count } && fsync(fd) == 0
+        close(fd)
+        if ok { rename(tmp, slotIndexPath) } else { unlink(tmp) }
+    }
+
+    /// The slab slots clean chunks are kept in.
+    func heldSlots() -> Set<Int> {
+        lock.lock(); defer { lock.unlock() }
+        return Set(entries.values.compactMap(\.slot))
+    }
+
+    /// Reads and deletes the list `saveSlotIndex` wrote (empty when none).
+    func takeSlotIndex() -> [(id: Hash256, slot: Int, size: UInt64)] {
+        guard let data = FileManager.default.contents(atPath: slotIndexPath) else { return [] }
+        unlink(slotIndexPath)
+        let dirFD = Glibc.open((slotIndexPath as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 { fsync(dirFD); close(dirFD) }
+        let bytes = [UInt8](data)
+        var out: [(id: Hash256, slot: Int, size: UInt64)] = []
+        var at = 0
+        while at + 48 <= bytes.count {
+            func int(_ o: Int) -> Int64 { bytes[o..<o + 8].reversed().reduce(0) { $0 << 8 | Int64($1) } }
+            if let id = Hash256(bytes: Data(bytes[at..<at + 32])) {
+                let slot = Int(int(at + 32)), size = int(at + 40)
+                if slot >= 0, slot < ChunkSlab.maxSlots, size >= 0, size <= Int64(ChunkSlab.slotSize) { out.append((id, slot, UInt64(size))) }
+            }
+            at += 48
+        }
+        return out
     }
 
     /// Drops every clean chunk (to free disk space under pressure).
     func evictAll() {
         lock.lock()
-        let all = Array(entries.keys)
+        let all = entries
         entries.removeAll()
         totalBytes = 0
         lock.unlock()
-        for id in all { unlink(path(id)) }
+        for (id, e) in all { drop(id, e) }
     }
 }
 

@@ -80,8 +80,8 @@ final class FileData {
     var chunks: [Int: ChunkState] = [:]
     /// Chunk indices whose rows in meta.db are stale.
     var changed: Set<Int> = []
-    /// Open read descriptors of clean cached chunks, by index.
-    var cleanFDs: [Int: (id: Hash256, fd: Int32)] = [:]
+    /// Clean cached chunks open for reading, by index.
+    var cleanFDs: [Int: (id: Hash256, chunk: CachedChunk)] = [:]
     /// End offset of the last read, for sequential read-ahead.
     var lastReadEnd: UInt64 = 0
     /// The chunk a sequential read last opened ahead of itself.
@@ -93,12 +93,7 @@ final class FileData {
 
     var dirtyCount: Int { chunks.values.reduce(0) { if case .dirty = $1 { return $0 + 1 }; return $0 } }
 
-    func closeCleanFD(_ idx: Int) {
-        if let e = cleanFDs.removeValue(forKey: idx) { close(e.fd) }
-    }
+    func closeCleanFD(_ idx: Int) { cleanFDs[idx] = nil }
 
-    func closeAllCleanFDs() {
-        for (_, e) in cleanFDs { close(e.fd) }
-        cleanFDs.removeAll()
-    }
+    func closeAllCleanFDs() { cleanFDs.removeAll() }
 }

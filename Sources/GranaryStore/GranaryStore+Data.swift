@@ -78,10 +78,9 @@ extension GranaryStore {
             if let src = cleanCache.open(id) {
                 // Cached: copy, and the chunk is complete from the start.
                 let buf = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
-                let n = preadFull(src, buf, length, 0)
+                let n = src.read(into: buf, count: length, at: 0)
                 let copied = n >= 0 && pwriteFull(fd, buf, n, 0)
                 buf.deallocate()
-                close(src)
                 if !copied { close(fd); Glibc.unlink(path); throw .io }
                 d = DirtyChunk(fd: fd, base: nil, baseLimit: 0)
             } else {
@@ -178,11 +177,10 @@ extension GranaryStore {
         guard let base = d.base else { return }
         try fetchIntoCache(base)
         guard let src = cleanCache.open(base) else { throw .io }
-        defer { close(src) }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buf.deallocate() }
         for (s, e) in d.ranges.gaps(below: d.baseLimit) {
-            let n = preadFull(src, buf, e - s, s)
+            let n = src.read(into: buf, count: e - s, at: s)
             if n > 0 && !pwriteFull(d.fd, buf, n, d.origin + s) { throw .io }
         }
         d.base = nil
@@ -255,10 +253,10 @@ extension GranaryStore {
                 guard let stored = d.storedLength() else { throw .io }
                 add(d.fd, at: d.origin + within, n, fileLength: d.origin + stored)
             case let .clean(id, length)?:
-                var fd: Int32
-                if let e = f.cleanFDs[idx], e.id == id { fd = e.fd } else {
+                let cached: CachedChunk
+                if let e = f.cleanFDs[idx], e.id == id { cached = e.chunk } else {
                     f.closeCleanFD(idx)
-                    if let o = openCached(id) { fd = o } else if fetchedIndex == idx {
+                    if let o = openCached(id) { cached = o } else if fetchedIndex == idx {
                         throw .io  // fetched once already in this read and gone again (cache budget too small)
                     } else {
                         // The network read runs without the file's lock, so
@@ -273,9 +271,9 @@ extension GranaryStore {
                         fetchedIndex = idx
                         continue
                     }
-                    f.cleanFDs[idx] = (id, fd)
+                    f.cleanFDs[idx] = (id, cached)
                 }
-                add(fd, at: within, n, fileLength: length)
+                add(cached.fd, at: cached.origin + within, n, fileLength: cached.origin + min(length, cached.capacity))
             }
             done += n
         }
@@ -291,10 +289,10 @@ extension GranaryStore {
     /// asynchronously: each 4 MiB chunk is its own file, whose page cache
     /// read-ahead would otherwise start small at every chunk boundary while
     /// the reply waits for the disk.
-    private func openCached(_ id: Hash256) -> Int32? {
-        guard let fd = cleanCache.open(id) else { return nil }
-        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED)
-        return fd
+    private func openCached(_ id: Hash256) -> CachedChunk? {
+        guard let c = cleanCache.open(id) else { return nil }
+        _ = posix_fadvise(c.fd, off_t(c.origin), off_t(c.capacity == .max ? 0 : c.capacity), POSIX_FADV_WILLNEED)
+        return c
     }
 
     /// A sequential read opens the next chunk ahead of it (f.lock held), so
@@ -306,7 +304,7 @@ extension GranaryStore {
         case let .clean(id, _)?:
             if f.cleanFDs[idx]?.id == id { return }
             f.closeCleanFD(idx)
-            if let fd = openCached(id) { f.cleanFDs[idx] = (id, fd) }
+            if let c = openCached(id) { f.cleanFDs[idx] = (id, c) }
         case let .dirty(d)?:
             _ = posix_fadvise(d.fd, off_t(d.origin), off_t(d.slot == nil ? 0 : ChunkSlab.slotSize), POSIX_FADV_WILLNEED)
         case nil:

@@ -104,8 +104,8 @@ public final class GranaryStore: @unchecked Sendable {
                 throw StoreOpenError("cannot create \(dir): \(error.localizedDescription)")
             }
         }
-        cleanCache = CleanCache(directory: cleanDirectory, budget: configuration.cacheBudget)
         slab = try ChunkSlab(directory: dirtyDirectory)
+        cleanCache = CleanCache(directory: cleanDirectory, budget: configuration.cacheBudget, slab: slab)
         var dbConfig = Configuration()
         dbConfig.prepareDatabase { db in
             // NORMAL in WAL mode: a commit survives a crash of this process;
@@ -213,7 +213,15 @@ public final class GranaryStore: @unchecked Sendable {
                 }
             }
         }
-        slab.recover(used: usedSlots)
+        // Clean chunks the last clean unmount left in slots, unless a dirty
+        // row names the slot (it cannot, but a damaged index must not
+        // serve one chunk's bytes as another's).
+        var listed = usedSlots
+        for kept in cleanCache.takeSlotIndex() where !listed.contains(kept.slot) {
+            listed.insert(kept.slot)
+            _ = cleanCache.insert(kept.id, slot: kept.slot, size: kept.size)
+        }
+        slab.recover(used: usedSlots.union(cleanCache.heldSlots()))
         // Cache files no row names were written after the last persist and
         // never fsynced: nothing promised them, drop them.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dirtyDirectory)) ?? [] where !dirtyFiles.contains(name) {

@@ -365,40 +365,31 @@ extension GranaryStore {
         uploader.record(bytes: uploaded)
     }
 
-    /// An uploaded chunk's cached bytes become its clean cached copy: its
-    /// own file is renamed; a slot is copied out (on this thread, not on
-    /// the writes that filled it) and let go. The chunk's clean row is
-    /// committed.
+    /// An uploaded chunk's cached bytes become its clean cached copy, where
+    /// they are: its own file is renamed into the clean cache; a slab slot
+    /// is kept as it is (no copy, no new file). The chunk's clean row is
+    /// committed, so no row names the slot any more.
     private func keepAsCleanCopy(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk, id: Hash256, length: Int) {
-        let to = cleanCache.path(id)
-        guard d.slot != nil else {
-            // A chunk whose end is a hole (extended by truncate) has a
-            // shorter file: it must hold `length` bytes, since a read
-            // spliced from it would otherwise come back short, and the
-            // kernel takes a short read for the end of the file.
-            var st = stat()
-            if fstat(d.fd, &st) == 0 && Int(st.st_size) < length { _ = ftruncate(d.fd, off_t(length)) }
-            close(d.fd)
-            let from = dirtyPath(ino, idx)
-            if Glibc.rename(from, to) == 0 {
-                cleanCache.insert(id, size: UInt64(max(Int(st.st_size), length)))
-            } else {
-                Glibc.unlink(from)
+        if let slot = d.slot {
+            if !cleanCache.insert(id, slot: slot, size: UInt64(min(length, ChunkSlab.slotSize))) {
+                discardDirty(ino, idx, d)  // the same content is cached already
             }
             return
         }
-        defer { discardDirty(ino, idx, d) }
-        let n = min(length, ChunkSlab.slotSize)
-        let buf = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1), alignment: 4096)
-        defer { buf.deallocate() }
-        guard preadFull(d.fd, buf, n, d.origin) == n else { return }
-        let tmp = to + ".\(UInt64.random(in: 0 ... .max)).tmp"
-        let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return }
-        let ok = pwriteFull(fd, buf, n, 0) && ftruncate(fd, off_t(length)) == 0
-        close(fd)
-        guard ok, Glibc.rename(tmp, to) == 0 else { Glibc.unlink(tmp); return }
-        cleanCache.insert(id, size: UInt64(length))
+        // A chunk whose end is a hole (extended by truncate) has a shorter
+        // file: it must hold `length` bytes, since a read spliced from it
+        // would otherwise come back short, and the kernel takes a short
+        // read for the end of the file.
+        var st = stat()
+        if fstat(d.fd, &st) == 0 && Int(st.st_size) < length { _ = ftruncate(d.fd, off_t(length)) }
+        close(d.fd)
+        let from = dirtyPath(ino, idx)
+        let to = cleanCache.path(id)
+        if Glibc.rename(from, to) == 0 {
+            cleanCache.insert(id, size: UInt64(max(Int(st.st_size), length)))
+        } else {
+            Glibc.unlink(from)
+        }
     }
 
     /// A segment being packed in raw memory.
@@ -500,17 +491,19 @@ extension GranaryStore {
         metaLock.lock()
         let fileList = Array(files.values)
         metaLock.unlock()
-        var slabWritten = false
         for f in fileList {
             f.lock.lock()
             for (_, s) in f.chunks {
                 guard case let .dirty(d) = s, d.unsynced else { continue }
-                if d.slot == nil { Glibc.fsync(d.fd) } else { slabWritten = true }
+                if d.slot == nil { Glibc.fsync(d.fd) }
                 d.unsynced = false
             }
             f.lock.unlock()
         }
-        if slabWritten { Glibc.fsync(slab.fd) }  // once for all its slots
+        // Once for all its slots; the clean chunks kept in it are listed
+        // for the next start.
+        Glibc.fsync(slab.fd)
+        cleanCache.saveSlotIndex()
         syncDirtyDirectory()
         syncDatabase()
     }

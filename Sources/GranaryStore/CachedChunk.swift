@@ -1,0 +1,50 @@
+import Foundation
+
+/// A clean chunk's cached plaintext opened for reading: a file of its own
+/// in the clean cache, or the slab slot it was written in, kept when it
+/// was uploaded. A slot stays pinned while this is alive, so it is not
+/// reused under a reader. Closes (or unpins) when released.
+final class CachedChunk {
+    let fd: Int32
+    /// Where the chunk's byte 0 is in `fd`.
+    let origin: Int
+    /// Bytes at or beyond this are not in `fd` and read as zeros.
+    let capacity: Int
+    private let slab: ChunkSlab?
+    private let slot: Int
+
+    init(file fd: Int32) {
+        self.fd = fd
+        origin = 0
+        capacity = .max
+        slab = nil
+        slot = -1
+    }
+
+    /// The caller has pinned `slot`.
+    init(slab: ChunkSlab, pinned slot: Int) {
+        fd = slab.fd
+        origin = slab.offset(of: slot)
+        capacity = ChunkSlab.slotSize
+        self.slab = slab
+        self.slot = slot
+    }
+
+    deinit {
+        if let slab { slab.unpin(slot) } else { close(fd) }
+    }
+
+    /// Reads up to `count` bytes at chunk offset `offset`, stopping where
+    /// the stored bytes end; returns how many (-1 on error).
+    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int) -> Int {
+        let n = min(count, max(0, capacity - offset))
+        var done = 0
+        while done < n {
+            let r = pread(fd, buffer + done, n - done, off_t(origin + offset + done))
+            if r < 0 { if errno == EINTR { continue }; return -1 }
+            if r == 0 { break }
+            done += r
+        }
+        return done
+    }
+}
