@@ -39,12 +39,13 @@ struct MountTests {
     }
 
     /// Seeded random operations mirrored on local files, with the uploader
-    /// sealing the same files and flushes forcing it (a chunk ending in a
-    /// hole once came back short from its cached copy after upload, and
-    /// the kernel took the short read for the file's end).
+    /// sealing the same files, flushes forcing it and a 1 MiB cache evicting
+    /// what was uploaded (a chunk ending in a hole once came back short from
+    /// its cached copy after upload, and the kernel took the short read for
+    /// the file's end).
     @Test(.timeLimit(.minutes(4)))
     func randomOperationsMatchALocalFile() throws {
-        let m = try MountFixture(uploadIdle: 0.5)
+        let m = try MountFixture(uploadIdle: 0.5, extraArguments: ["--cache-size", "1M"])  // evicts all the time
         defer { m.stop() }
         let flush = "'\(try GranaryBinary.require())' flush --state '\(m.state)' >/dev/null 2>&1"
         let stop = StopFlag()
