@@ -15,3 +15,7 @@ void granary_line_buffer_stdout(void) {
 int granary_start_writeback(int fd, long long offset, long long length) {
     return sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);
 }
+
+int granary_direct_io_flag(void) {
+    return O_DIRECT;
+}

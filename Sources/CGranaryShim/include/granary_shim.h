@@ -15,4 +15,6 @@ void granary_line_buffer_stdout(void);
 /// Starts asynchronous writeback of a file range (sync_file_range with
 /// SYNC_FILE_RANGE_WRITE, which Glibc's Swift overlay does not export).
 int granary_start_writeback(int fd, long long offset, long long length);
+/// O_DIRECT, which Glibc's Swift overlay does not export (it needs _GNU_SOURCE).
+int granary_direct_io_flag(void);
 #endif
