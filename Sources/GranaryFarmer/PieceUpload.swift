@@ -74,7 +74,7 @@ final class PieceUpload {
     private func startWrite() async throws(FarmerError) {
         guard !staging.isEmpty else { return }
         let next = try await waitForWrite() ?? StagingBuffer()
-        guard let file else { return }
+        guard let file else { throw FarmerError(.internal, "upload of piece \(incoming.piece.short) was already dropped") }
         let buffer = staging, offset = written
         written += UInt64(buffer.count)
         staging = next
