@@ -20,3 +20,7 @@ int granary_start_writeback(int fd, long long offset, long long length) {
 int granary_punch_hole(int fd, long long offset, long long length) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
 }
+
+int granary_direct_io_flag(void) {
+    return O_DIRECT;
+}

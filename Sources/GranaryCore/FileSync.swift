@@ -25,4 +25,8 @@ public enum FileSync {
     public static func startWriteback(_ fd: Int32, offset: Int, length: Int) {
         _ = granary_start_writeback(fd, Int64(offset), Int64(length))
     }
+
+    /// The `open` flag for direct I/O (O_DIRECT): writes go from the
+    /// caller's buffer to the disk, bypassing the page cache.
+    public static let directIOFlag: Int32 = granary_direct_io_flag()
 }

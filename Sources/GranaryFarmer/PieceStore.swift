@@ -168,6 +168,8 @@ public final class PieceStore: @unchecked Sendable {
             release(piece: piece, contract: contract, size: size, stored: false)
             throw FarmerError(.internal, "cannot create \(tmp): \(String(cString: strerror(err)))")
         }
+        // Direct I/O where the file system has it (StagingBuffer); else the page cache.
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | FileSync.directIOFlag)
         let piece = IncomingPiece(piece: piece, contract: contract, size: size, root: root, tmpPath: tmp)
         return PieceUpload(store: self, incoming: piece, file: UploadFile(fd: fd))
     }

@@ -19,6 +19,8 @@ public actor TransferFarmerLink: FarmerLink {
     private var idle: [Hash256: [TransferClient]] = [:]
     private var parsed: [Hash256: SignedContract] = [:]
     private let maxIdlePerFarmer = 8
+    /// Room for the pieces of about one segment in flight (4/5/7/8 of 64 MiB: 7 × 16 MiB).
+    private nonisolated let sendBuffers = SendBufferPool(maxBytes: 128 << 20)
     private let log = Logger(label: "granary.renter")
 
     public init(identity: NodeIdentity, difficulty: Int = NodeIdentity.configuredDifficulty, requestTimeout: Duration = .seconds(120)) {
@@ -92,7 +94,8 @@ public actor TransferFarmerLink: FarmerLink {
     }
 
     public nonisolated func store(pieceID: Hash256, root: Hash256, bytes: ArraySlice<UInt8>, contract: ContractRecord) async throws {
-        let buffer = ByteBuffer(bytes: bytes)
+        let buffer = sendBuffers.buffer(with: bytes)
+        defer { sendBuffers.recycle(buffer) }
         _ = try await withClient(contract.farmer) { client in
             try await client.storePiece(contract: contract.id, pieceID: pieceID, root: root, buffer: buffer)
         }

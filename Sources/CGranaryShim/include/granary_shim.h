@@ -18,4 +18,6 @@ int granary_start_writeback(int fd, long long offset, long long length);
 /// Deallocates a file range so it reads as zeros, keeping the file's size
 /// (fallocate with FALLOC_FL_PUNCH_HOLE). Returns 0 or -1 with errno set.
 int granary_punch_hole(int fd, long long offset, long long length);
+/// O_DIRECT, which Glibc's Swift overlay does not export (it needs _GNU_SOURCE).
+int granary_direct_io_flag(void);
 #endif
