@@ -92,9 +92,12 @@ extension DHTNode {
     /// routing table), forgets silent ones, and swaps filters with the chosen.
     func exchangeFilters(includingTheirChoices: Bool = false) async {
         guard !stopped else { return }
+        // A neighbour silent for four exchanges is dropped (ours are then
+        // replaced below); one missed reply is not enough, since dropping
+        // a neighbour loses the routes its filter showed.
         let silence = configuration.filterExchangeInterval * 4
         let now = ContinuousClock.now
-        neighbours = neighbours.filter { $0.value.chosenByUs || now - $0.value.lastHeard < silence }
+        neighbours = neighbours.filter { now - $0.value.lastHeard < silence }
         var chosen = neighbours.values.filter(\.chosenByUs).map(\.contact)
         if chosen.count < configuration.pubsubDegree {
             let pool = table.allContacts.filter { c in !chosen.contains { $0.id == c.id } }.shuffled()
@@ -121,9 +124,10 @@ extension DHTNode {
     }
 
     func finishFilterExchange(with c: DHTContact, reply: Granary_DhtDatagram?) {
-        guard case let .filterReply(m)? = reply?.message,
+        guard let reply else { return }  // no answer this time: kept until silent too long
+        guard case let .filterReply(m) = reply.message,
               let filter = AttenuatedBloomFilter(levels: m.levels.map { [UInt8]($0) }) else {
-            neighbours[c.id] = nil  // silent or malformed: pick another next time
+            neighbours[c.id] = nil  // malformed: pick another next time
             return
         }
         noteNeighbourFilter(c, filter, chosenByUs: false)
