@@ -37,14 +37,6 @@ final class CachedChunk {
     /// Reads up to `count` bytes at chunk offset `offset`, stopping where
     /// the stored bytes end; returns how many (-1 on error).
     func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int) -> Int {
-        let n = min(count, max(0, capacity - offset))
-        var done = 0
-        while done < n {
-            let r = pread(fd, buffer + done, n - done, off_t(origin + offset + done))
-            if r < 0 { if errno == EINTR { continue }; return -1 }
-            if r == 0 { break }
-            done += r
-        }
-        return done
+        preadFull(fd, buffer, min(count, max(0, capacity - offset)), origin + offset)
     }
 }

@@ -105,7 +105,7 @@ final class ChunkSlab: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// Zeroes a slot from `start` on (a truncate inside it, or a release).
+    /// Zeroes a slot from `start` on (a truncate inside it, or before reuse).
     func zero(_ slot: Int, from start: Int) {
         guard start < Self.slotSize else { return }
         zero(at: offset(of: slot) + start, length: Self.slotSize - start)

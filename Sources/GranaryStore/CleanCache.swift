@@ -113,21 +113,22 @@ final class CleanCache: @unchecked Sendable {
         if let slot = e.slot { slab.retire(slot) } else { unlink(path(id)) }
     }
 
+    /// Removes an entry from the books; its bytes are the caller's to drop.
+    private func take(_ id: Hash256) -> Entry? {
+        lock.lock(); defer { lock.unlock() }
+        guard let old = entries.removeValue(forKey: id) else { return nil }
+        totalBytes -= old.size
+        return old
+    }
+
+    /// Forgets a chunk whose file is gone (a slot is let go).
     func forget(_ id: Hash256) {
-        lock.lock()
-        let old = entries.removeValue(forKey: id)
-        if let old { totalBytes -= old.size }
-        lock.unlock()
-        if let old, old.slot != nil { drop(id, old) }
+        if let old = take(id), old.slot != nil { drop(id, old) }
     }
 
     /// Forgets a chunk and deletes its bytes (no file refers to it any more).
     func remove(_ id: Hash256) {
-        lock.lock()
-        let old = entries.removeValue(forKey: id)
-        if let old { totalBytes -= old.size }
-        lock.unlock()
-        if let old { drop(id, old) } else { unlink(path(id)) }
+        if let old = take(id) { drop(id, old) } else { unlink(path(id)) }
     }
 
     // MARK: slots across a restart

@@ -2,20 +2,22 @@ import Foundation
 import GRDB
 import GranaryCore
 
+/// Reads `n` bytes at `off` unless the file ends first; returns how many
+/// (-1 on error).
+@inline(__always) func preadFull(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int, _ off: Int) -> Int {
+    var done = 0
+    while done < n {
+        let r = pread(fd, p + done, n - done, off_t(off + done))
+        if r < 0 { if errno == EINTR { continue }; return -1 }
+        if r == 0 { break }
+        done += r
+    }
+    return done
+}
+
 /// File content: reads and writes through the chunk cache.
 extension GranaryStore {
     // MARK: helpers
-
-    @inline(__always) func preadFull(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int, _ off: Int) -> Int {
-        var done = 0
-        while done < n {
-            let r = pread(fd, p + done, n - done, off_t(off + done))
-            if r < 0 { if errno == EINTR { continue }; return -1 }
-            if r == 0 { break }
-            done += r
-        }
-        return done
-    }
 
     @inline(__always) func pwriteFull(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int, _ off: Int) -> Bool {
         var done = 0

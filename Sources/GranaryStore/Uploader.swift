@@ -192,7 +192,7 @@ extension GranaryStore {
                     continue
                 }
                 // A slot holds less than a chunk; beyond it the chunk reads as zeros.
-                let r = preadFull(d.fd, buffer.baseAddress!, min(length, d.storedLength() ?? length), d.origin)
+                let r = preadFull(d.fd, buffer.baseAddress!, d.slot == nil ? length : min(length, ChunkSlab.slotSize), d.origin)
                 if r < 0 { f.lock.unlock(); ok = false; continue }
                 if r < length { memset(buffer.baseAddress! + r, 0, length - r) }
                 let version = d.version

@@ -27,7 +27,7 @@ struct CompactionTests {
     /// Restarts the mount with an empty clean cache: reads come from segments.
     func restartCold(_ m: MountFixture) throws {
         m.stop()
-        Shell.run("rm -rf '\(m.state)/cache/clean'/*")
+        Shell.run("rm -rf '\(m.state)/cache/clean'/* '\(m.state)/cache/slab-clean'")
         try m.start()
     }
 
@@ -88,7 +88,7 @@ struct CompactionTests {
             Thread.sleep(forTimeInterval: delay)
             m.crash()
             m.forceUnmount()
-            Shell.run("rm -rf '\(m.state)/cache/clean'/*")
+            Shell.run("rm -rf '\(m.state)/cache/clean'/* '\(m.state)/cache/slab-clean'")
             try m.start()
             expectOK(Shell.run("cd '\(m.dir.path)' && cmp f0.ref '\(m.path("f0"))' && cmp f1.ref '\(m.path("f1"))'"), "live files after a kill at \(delay) s")
         }

@@ -85,7 +85,7 @@ import Testing
         mount = nil
 
         // Cold: without the clean cache, the data comes back from the farmers.
-        Shell.run("rm -rf '\(state)/cache/clean'/*")
+        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
         mount = try startMount()
         let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a' && grep -q hello '\(mnt)/d/h'", timeout: 120)
         #expect(cold.status == 0, "files read back cold: \(cold.output)")
@@ -95,7 +95,7 @@ import Testing
         // Farmers gone, cache wiped: the mount still comes up, and a read of
         // uncached data fails with EIO within the read timeout.
         for f in network.dropFirst() { f.kill() }
-        Shell.run("rm -rf '\(state)/cache/clean'/*")
+        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
         mount = try startMount()
         let failed = Shell.run("cat '\(mnt)/a' > /dev/null", timeout: 60)
         #expect(failed.status != 0 && failed.output.contains("Input/output error"), "uncached read fails with EIO: \(failed.output)")

@@ -49,7 +49,7 @@ import Testing
         try stop(up)
 
         // Cold: without the clean cache, the data comes back from the farmers.
-        Shell.run("rm -rf '\(state)/renter/cache/clean'/*")
+        Shell.run("rm -rf '\(state)/renter/cache/clean'/* '\(state)/renter/cache/slab-clean'")
         up = try startUp()
         #expect(Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a' && grep -q hi '\(mnt)/d/h'", timeout: 120).status == 0)
         try stop(up)
