@@ -23,8 +23,11 @@ up: build
 # Granary never uses (its generated code is committed), for many minutes.
 # --no-parallel: tests that start networks and mounts run one at a time on
 # these 2-core machines; each also has its own time limit.
+# SWIFT_BACKTRACE: a crash prints only the crashed thread's frames, so they
+# are the last lines of the log (CI shows the tail) and not lost in registers.
 test: build
 	$(SWIFT) build -c release --product GranaryPackageTests
+	SWIFT_BACKTRACE=enable=yes,interactive=no,color=no,threads=crashed,registers=none,images=none \
 	GRANARY_BIN=$(BIN) $(SWIFT) test -c release --skip-build --no-parallel
 
 bench: build

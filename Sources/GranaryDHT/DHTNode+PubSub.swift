@@ -74,6 +74,7 @@ extension DHTNode {
         // What we show others depends on this filter's first two levels:
         // when they changed, push our filters soon instead of at the next tick.
         if previous?.filter.levels.prefix(2) != filter.levels.prefix(2) { scheduleFilterPush() }
+        if previous?.filter != filter { counters.update { $0.filterChanges += 1 } }
     }
 
     /// Pushes filters to every neighbour shortly (coalescing bursts of changes),

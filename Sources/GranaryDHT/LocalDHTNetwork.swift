@@ -119,6 +119,17 @@ public final class LocalDHTNetwork: @unchecked Sendable {
         let others = Array(shuffled.dropFirst(subscribers))
         for s in subs { await s.subscribe(topics: policy.topics) { _ in } }
         try await Task.sleep(for: settle ?? .seconds(5))
+        // On a loaded machine exchanges run late: also wait (bounded) until
+        // a whole exchange interval passes with no filter changing anywhere.
+        func filterChanges() -> Int { nodes.reduce(0) { $0 + $1.statistics().filterChanges } }
+        let interval = configuration.filterExchangeInterval + .milliseconds(500)
+        var changes = filterChanges()
+        for _ in 0..<6 {
+            try await Task.sleep(for: interval)
+            let now = filterChanges()
+            if now == changes { break }
+            changes = now
+        }
         func totals() -> (sent: Int, delivered: Int) {
             var sent = 0
             for n in nodes { sent += n.statistics().publishSent }

@@ -57,6 +57,9 @@ public struct DHTStatistics: Sendable, Equatable {
     public var offersDelivered = 0
     /// Publications received again after the seen-cache had them.
     public var duplicatePublications = 0
+    /// Filter exchanges that showed a neighbour's filter changed: zero over an
+    /// exchange interval network-wide means subscriptions have spread.
+    public var filterChanges = 0
     /// Records read back from routing.db at start, and rows dropped there
     /// (expired, altered, over the limit).
     public var recordsLoaded = 0
