@@ -13,6 +13,12 @@ public final class FarmerBook: @unchecked Sendable {
     private var farmers: [Hash256: FarmerRow] = [:]
     /// When a farmer began failing every contact (nil while it answers).
     private var failingSince: [Hash256: Date] = [:]
+    /// Until when a farmer counts as slow: it let a read run past the hedge
+    /// delay (a frozen process, a congested link). Later reads go around it
+    /// instead of each waiting a hedge delay for it again.
+    private var slowUntil: [Hash256: Date] = [:]
+    /// How long a slow farmer is gone around before it is tried again.
+    static let slowPenaltySeconds: Double = 30
     private var dirty: Set<Hash256> = []
     private let db: NetworkDatabase
     private let clock: RenterClock
@@ -52,13 +58,38 @@ public final class FarmerBook: @unchecked Sendable {
     /// Currently failing contacts (not necessarily for long).
     public func isFailing(_ id: Hash256) -> Bool { lock.lock(); defer { lock.unlock() }; return failingSince[id] != nil }
 
+    /// Slow recently (see `recordSlow`): not asked first for data.
+    public func isSlow(_ id: Hash256) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return slowUntil[id].map { clock.now() < $0 } ?? false
+    }
+
+    /// A request to this farmer was still unanswered after `waitedMs`
+    /// (past the hedge delay) when the read finished without it. Not a
+    /// failure (nothing was refused, uptime is untouched), but its latency
+    /// counts and it is gone around for a while.
+    func recordSlow(_ id: Hash256, waitedMs: Double) {
+        lock.lock()
+        if var f = farmers[id] {
+            f.reputation.recordLatency(milliseconds: waitedMs)
+            farmers[id] = f
+            dirty.insert(id)
+            if slowUntil[id].map({ clock.now() >= $0 }) ?? true {
+                log.info("farmer \(f.contact) slow: no answer within \(Int(waitedMs)) ms; reads go around it for \(Int(Self.slowPenaltySeconds)) s")
+            }
+            slowUntil[id] = clock.now().addingTimeInterval(Self.slowPenaltySeconds)
+        }
+        lock.unlock()
+    }
+
     /// Whether pieces on this farmer count toward a segment's health.
     public func isHealthy(_ id: Hash256) -> Bool { !isDisqualified(id) && !isOffline(id) }
 
     public func rank(_ id: Hash256) -> Double {
         lock.lock(); defer { lock.unlock() }
         guard let f = farmers[id], !f.disqualified else { return 0 }
-        return f.reputation.rank * (failingSince[id] == nil ? 1 : 0.05)
+        let slow = slowUntil[id].map { clock.now() < $0 } ?? false
+        return f.reputation.rank * (failingSince[id] == nil && !slow ? 1 : 0.05)
     }
 
     func recordContact(_ id: Hash256, reached: Bool, latencyMs: Double? = nil) {

@@ -288,7 +288,9 @@ public final class NetworkSegmentStore: SegmentStore {
         guard byIndex.count >= k || needed.allSatisfy({ byIndex[$0] != nil }) else {
             throw SegmentStoreError.unavailable("segment \(seg.id.short) has \(byIndex.count) pieces on usable farmers, \(k) are needed")
         }
-        let dataFirst = !needed.isEmpty && needed.allSatisfy { byIndex[$0].map { !book.isFailing($0.farmer) } ?? false }
+        let dataFirst = !needed.isEmpty && needed.allSatisfy {
+            byIndex[$0].map { !book.isFailing($0.farmer) && !book.isSlow($0.farmer) } ?? false
+        }
         var order = byIndex.values.sorted { a, b in
             let ra = book.rank(a.farmer), rb = book.rank(b.farmer)
             return ra != rb ? ra > rb : a.index < b.index
@@ -304,12 +306,15 @@ public final class NetworkSegmentStore: SegmentStore {
         var next = 0
         func done() -> Bool { (!needed.isEmpty && needed.allSatisfy { results[$0] != nil }) || results.count >= k }
         enum Event: Sendable { case piece(PieceRow, Result<[UInt8], Error>), hedge }
+        /// Requests not yet answered: farmer and start time.
+        var inFlight: [Hash256: (farmer: Hash256, started: UInt64)] = [:]
         await withTaskGroup(of: Event.self) { group in
             func launch() -> Bool {
                 while next < order.count {
                     let p = order[next]; next += 1
                     guard let contract = contracts[p.contract] else { continue }
                     let link = self.link
+                    inFlight[p.pieceID] = (p.farmer, DispatchTime.now().uptimeNanoseconds)
                     group.addTask {
                         let started = DispatchTime.now().uptimeNanoseconds
                         do {
@@ -348,9 +353,11 @@ public final class NetworkSegmentStore: SegmentStore {
                     needK = true
                 case let .piece(p, .success(bytes)):
                     outstanding -= 1
+                    inFlight[p.pieceID] = nil
                     results[p.index] = bytes
                 case let .piece(p, .failure(error)):
                     outstanding -= 1
+                    inFlight[p.pieceID] = nil
                     if !(error is CancellationError) {
                         errors.append("piece \(p.index) on \(p.farmer.short): \(error)")
                         book.recordContact(p.farmer, reached: !(error is DeadlineExceeded || error.isUnreachable))
@@ -362,6 +369,14 @@ public final class NetworkSegmentStore: SegmentStore {
                 topUp()
             }
             group.cancelAll()
+        }
+        // Requests the read finished without, after waiting past the hedge
+        // delay for them: their farmers are slow, and the next reads should
+        // not wait for them again (cancelled requests record nothing).
+        let now = DispatchTime.now().uptimeNanoseconds
+        for (farmer, started) in inFlight.values {
+            let waitedMs = Double(now - started) / 1e6
+            if waitedMs >= hedgeDelay * 1000 { book.recordSlow(farmer, waitedMs: waitedMs) }
         }
         guard done() else {
             throw SegmentStoreError.unavailable("segment \(seg.id.short): only \(results.count) of \(k) pieces could be read: \(errors.prefix(4).joined(separator: "; "))")

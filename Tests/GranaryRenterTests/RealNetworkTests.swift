@@ -128,6 +128,44 @@ struct RealNetworkTests {
         await net.stopBidders()
     }
 
+    /// A farmer that freezes (SIGSTOP: its connections hang, nothing is
+    /// refused) costs one read a hedge delay; the reads after it go around
+    /// the farmer instead of each waiting a hedge delay again.
+    @Test(.timeLimit(.minutes(3)))
+    func readsGoAroundAFrozenFarmerAfterOneHedgeDelay() async throws {
+        let net = try LoopbackNetwork(farmers: 10)
+        // Hedge after 1 s: before the 5 s handshake or 10 s transfer
+        // deadlines could mark the farmer failing.
+        let e = try await net.startRenter { $0.readHedgeBase = 1 }
+        var segs: [(SegmentID, [UInt8])] = []
+        for i in 0..<4 {
+            let d = pseudoRandomBytes(1 << 20, seed: 700 + UInt64(i))
+            let id = SegmentID.random()
+            try await e.segments.put(id, bytes: d)
+            segs.append((id, d))
+        }
+        let k = try #require(try e.database.segment(segs[0].0)).scheme.k
+        let frozen = try #require(try e.database.pieces(of: segs[0].0).first { $0.index < k && $0.state == .stored }).farmer
+        let process = try #require(net.farmer(frozen)).process
+        process.signal(SIGSTOP)
+        defer { process.signal(SIGCONT) }
+        // The first read asks the frozen farmer for its data piece, hedges
+        // after the delay and decodes from the others.
+        #expect(try await e.segments.read(segs[0].0, offset: 0, length: segs[0].1.count) == segs[0].1)
+        #expect(e.farmers.isSlow(frozen))
+        #expect(!e.farmers.isFailing(frozen), "slow is not failing: nothing was refused")
+        // A read that asked the frozen farmer first would wait the whole
+        // hedge delay (1 s and more); going around it takes a fraction.
+        for (id, d) in segs {
+            let started = Date()
+            #expect(try await e.segments.read(id, offset: 0, length: d.count) == d)
+            let took = Date().timeIntervalSince(started)
+            #expect(took < 1, "read of \(id.short) took \(took) s with farmer \(frozen.short) frozen")
+        }
+        await e.stop()
+        await net.stopBidders()
+    }
+
     @Test(.timeLimit(.minutes(3)))
     func deleteReleasesPiecesAndBadRequestsFailClearly() async throws {
         let net = try LoopbackNetwork(farmers: 8)
