@@ -232,8 +232,8 @@ extension GranaryFS {
         }
 
         ops.fsyncdir = { req, ino, _, _ in
-            GranaryFS.fs(req).store.fsyncDirectory(UInt64(ino))
-            fuse_reply_err(req, 0)
+            let fs = GranaryFS.fs(req)
+            fs.replyError(req) { () throws(FSError) in try fs.store.fsyncDirectory(UInt64(ino)) }
         }
 
         ops.opendir = { req, ino, fi in

@@ -89,10 +89,16 @@ public actor MetadataBackup {
     /// (their records live in DHT memory: a restart must refresh them), then
     /// checks for changes every `interval`.
     public func start() async {
-        await resign()
-        guard configuration.interval > 0 else { return }
+        // Re-signing the pointers is DHT traffic (lookups and stores) that
+        // can take many request timeouts when the nodes closest to them
+        // are gone: it runs in the background, never before the mount is up.
+        guard configuration.interval > 0 else {
+            Task { [weak self] in await self?.resign() }
+            return
+        }
         let interval = configuration.interval
         loop = Task { [weak self] in
+            await self?.resign()
             while !Task.isCancelled {
                 try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
                 guard let self, !Task.isCancelled else { return }

@@ -447,16 +447,18 @@ extension GranaryStore {
                     if Glibc.fsync(d.fd) != 0 { failed = true } else { d.unsynced = false }
                 }
             }
-            persistLocked(f)
+            if !persistLocked(f) { failed = true }
             f.lock.unlock()
             if failed { throw .io }
             syncDirtyDirectory()
         }
+        try commitDeferred()
         syncDatabase()
     }
 
-    /// fsyncdir: directory changes are already committed; make them durable.
-    public func fsyncDirectory(_ ino: UInt64) {
+    /// fsyncdir: commits deferred namespace changes and makes them durable.
+    public func fsyncDirectory(_ ino: UInt64) throws(FSError) {
+        try commitDeferred()
         syncDatabase()
     }
 }

@@ -205,17 +205,26 @@ extension GranaryStore {
         if attr.isDirectory { rec.parent = dir.attr.ino; dir.attr.nlink += 1 }
         let cookie = nextCookie
         nextCookie += 1
+        let dirBefore = dir.attr
         dir.attr.mtime = attr.ctime
         dir.attr.ctime = attr.ctime
-        try metaWrite { db in
-            try writeInodeRow(db, rec)
-            try writeInodeRow(db, dir)
-            try db.run("INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
-                       [Int64(bitPattern: dir.attr.ino), Data(name), Int64(bitPattern: attr.ino), cookie])
-            for (n, v) in xattrs {
-                try db.run("INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
-                           [Int64(bitPattern: attr.ino), Data(n), Data(v)])
+        // Committed with the next few milliseconds' changes (group commit).
+        let rows = (InodeRow(rec), InodeRow(dir))
+        do {
+            try deferMetaWrite { db in
+                try rows.0.write(db)
+                try rows.1.write(db)
+                try db.run("INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
+                           [Int64(bitPattern: rows.1.attr.ino), Data(name), Int64(bitPattern: attr.ino), cookie])
+                for (n, v) in xattrs {
+                    try db.run("INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
+                               [Int64(bitPattern: attr.ino), Data(n), Data(v)])
+                }
             }
+        } catch {
+            dir.attr = dirBefore
+            if attr.isDirectory { dir.attr.nlink -= 1 }
+            throw error
         }
         dir.entries![name] = DirectoryEntry(ino: attr.ino, cookie: cookie)
         inodes[attr.ino] = rec
@@ -295,7 +304,7 @@ extension GranaryStore {
     func detachLocked(_ ino: UInt64) -> UInt64? {
         guard let rec = inodes.removeValue(forKey: ino) else { return nil }
         do {
-            try db.write { db in
+            try metaTransaction { db in
                 try db.run("DELETE FROM inode WHERE ino = ?", [Int64(bitPattern: ino)])
                 try db.run("DELETE FROM xattr WHERE ino = ?", [Int64(bitPattern: ino)])
             }
@@ -314,7 +323,7 @@ extension GranaryStore {
         defer { f.lock.unlock() }
         f.freed = true
         f.closeAllCleanFDs()
-        do { try db.write { try $0.run("DELETE FROM chunk WHERE ino = ?", [Int64(bitPattern: ino)]) } } catch {
+        do { try metaTransaction { try $0.run("DELETE FROM chunk WHERE ino = ?", [Int64(bitPattern: ino)]) } } catch {
             log.error("meta.db: cannot delete chunks of inode \(ino): \(error)")
         }
         for (idx, state) in f.chunks {

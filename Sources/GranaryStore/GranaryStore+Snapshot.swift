@@ -12,6 +12,7 @@ extension GranaryStore {
     public func copyMetadata(to path: String) throws -> Int {
         try? FileManager.default.removeItem(atPath: path)
         let destination = try DatabaseQueue(path: path)
+        try commitDeferred()
         try db.backup(to: destination)
         let dirty = try destination.write { db -> Int in
             let n = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM chunk WHERE dirty = 1") ?? 0

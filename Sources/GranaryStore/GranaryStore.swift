@@ -88,6 +88,7 @@ public final class GranaryStore: @unchecked Sendable {
     private var dirtyDirFD: Int32 = -1
 
     let uploader = UploaderState()
+    let deferred = DeferredMetaWrites()
     let fetches = ChunkFetches()
     private(set) var compactor: SegmentCompactor!
 
@@ -253,12 +254,7 @@ public final class GranaryStore: @unchecked Sendable {
     // MARK: persistence helpers (metaLock held)
 
     func writeInodeRow(_ db: Database, _ rec: InodeRecord) throws {
-        let a = rec.attr
-        try db.run("""
-            INSERT OR REPLACE INTO inode (ino, mode, uid, gid, nlink, size, rdev, atime, mtime, ctime, parent, target)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, [Int64(bitPattern: a.ino), a.mode, a.uid, a.gid, a.nlink, Int64(a.size), Int64(bitPattern: a.rdev),
-                             a.atime, a.mtime, a.ctime, Int64(bitPattern: rec.parent), rec.target.map { Data($0) }])
+        try InodeRow(rec).write(db)
     }
 
     func writeChunkRow(_ db: Database, ino: UInt64, idx: Int, state: ChunkState?) throws {
@@ -277,21 +273,25 @@ public final class GranaryStore: @unchecked Sendable {
 
     /// Writes a file's changed chunk rows and its inode row. Called with
     /// `f.lock` held; takes metaLock.
-    func persistLocked(_ f: FileData) {
+    @discardableResult
+    func persistLocked(_ f: FileData) -> Bool {
         metaLock.lock()
         defer { metaLock.unlock() }
         needsPersist.remove(f.ino)
         let rec = inodes[f.ino]
         let changed = f.changed
-        if changed.isEmpty && rec == nil { return }
+        if changed.isEmpty && rec == nil { return true }
         do {
-            try db.write { db in
+            try metaTransaction { db in
                 if let rec { try writeInodeRow(db, rec) }
                 if !f.freed { for idx in changed { try writeChunkRow(db, ino: f.ino, idx: idx, state: f.chunks[idx]) } }
             }
             f.changed.removeAll()
+            return true
         } catch {
             log.error("meta.db write failed for inode \(f.ino): \(error)")
+            needsPersist.insert(f.ino)
+            return false
         }
     }
 
@@ -334,7 +334,7 @@ public final class GranaryStore: @unchecked Sendable {
         defer { for f in locked { f.lock.unlock() } }
         for f in batch { if f.lock.try() { locked.append(f) } else { busy.append(f) } }
         do {
-            try db.write { db in
+            try metaTransaction { db in
                 for f in locked {
                     if let rec = inodes[f.ino] { try writeInodeRow(db, rec) }
                     if !f.freed { for idx in f.changed { try writeChunkRow(db, ino: f.ino, idx: idx, state: f.chunks[idx]) } }
@@ -362,9 +362,57 @@ public final class GranaryStore: @unchecked Sendable {
 
     /// Runs `body` with metaLock held and a write transaction open.
     func metaWrite<T>(_ body: (Database) throws -> T) throws(FSError) -> T {
-        do { return try db.write { try body($0) } } catch let e as FSError { throw e } catch {
+        do { return try metaTransaction { try body($0) } } catch let e as FSError { throw e } catch {
             log.error("meta.db write failed: \(error)")
-            throw .io
+            throw FSError(databaseError: error)
+        }
+    }
+
+    /// Every meta.db write goes through here: the deferred namespace
+    /// statements run first, in the same transaction, so meta.db stays a
+    /// prefix of what the mount did (see `DeferredMetaWrites`).
+    func metaTransaction<T>(_ body: (Database) throws -> T) throws -> T {
+        var taken: [DeferredMetaWrites.Statement] = []
+        do {
+            let result = try db.write { db -> T in
+                taken = deferred.take()
+                for statement in taken { try statement(db) }
+                return try body(db)
+            }
+            if !taken.isEmpty { deferred.committed() }
+            return result
+        } catch {
+            if !taken.isEmpty {
+                // A refusal of `body` (an FSError it threw) is not the
+                // deferred statements' failure: they are simply retried.
+                deferred.restore(taken, after: error is FSError ? nil : error)
+                scheduleDeferredCommit(retry: true)
+            }
+            throw error
+        }
+    }
+
+    /// Queues a namespace change's statements (value snapshots: they run
+    /// later, on another thread). Refused while deferred changes cannot be
+    /// committed, so memory never runs far ahead of meta.db.
+    func deferMetaWrite(_ statement: @escaping DeferredMetaWrites.Statement) throws(FSError) {
+        if let failure = deferred.lastFailure { throw FSError(databaseError: failure) }
+        if deferred.append(statement) { scheduleDeferredCommit(retry: false) }
+    }
+
+    func scheduleDeferredCommit(retry: Bool) {
+        if retry && !deferred.scheduleRetry() { return }
+        let delay: DispatchTimeInterval = retry ? .milliseconds(200) : DeferredMetaWrites.delay
+        DispatchQueue.global().asyncAfter(deadline: .now() + delay) { [weak self] in try? self?.commitDeferred() }
+    }
+
+    /// Commits the deferred namespace changes now (fsync, fsyncdir,
+    /// snapshots, unmount). Throws when they cannot be committed.
+    func commitDeferred() throws(FSError) {
+        guard !deferred.isEmpty else { return }
+        do { try metaTransaction { _ in } } catch {
+            log.error("meta.db: deferred namespace changes not committed (will retry): \(error)")
+            throw FSError(databaseError: error)
         }
     }
 }

@@ -154,7 +154,7 @@ final class SegmentCompactor: @unchecked Sendable {
     /// Call with `referenceLock` held (or accept a snapshot that may lag).
     private func account() throws -> [Hash256: Account] {
         let memory = referencedInMemory()
-        return try store.db.write { db in
+        return try store.metaTransaction { db in
             var accounts: [Hash256: Account] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT id, size FROM segment") {
                 guard let id = Hash256(bytes: row["id"] as Data) else { continue }
@@ -397,7 +397,7 @@ final class SegmentCompactor: @unchecked Sendable {
     /// mirrors that in memory and makes it durable. referenceLock held.
     private func forget(_ gone: [Hash256], moved: [(id: Hash256, from: BlobLocation, to: BlobLocation)], newSegment: (Hash256, Int)?) throws {
         var deadChunks: [Hash256] = []
-        try store.db.write { db in
+        try store.metaTransaction { db in
             if let n = newSegment {
                 try db.execute(sql: "INSERT INTO segment (id, size, created, live) VALUES (?, ?, ?, ?)",
                                arguments: [Data(n.0.bytes), n.1, wallClockNanos(), n.1])

@@ -288,7 +288,7 @@ extension GranaryStore {
                 return false
             }
             do {
-                try db.write { db in
+                try metaTransaction { db in
                     try db.run("INSERT OR IGNORE INTO segment (id, size, created, live) VALUES (?, ?, ?, ?)",
                                [Data(segID.bytes), c.byteCount, wallClockNanos(), c.byteCount])
                     for (id, loc) in newBlobs {
@@ -329,7 +329,7 @@ extension GranaryStore {
         }
         guard !marked.isEmpty else { return }
         do {
-            try db.write { db in
+            try metaTransaction { db in
                 for p in marked { try writeChunkRow(db, ino: p.file.ino, idx: p.idx, state: .clean(id: p.id, length: p.length)) }
             }
         } catch {
@@ -352,7 +352,7 @@ extension GranaryStore {
             let newState = ChunkState.clean(id: p.id, length: p.length)
             if !f.changed.contains(p.idx) {
                 // An fsync rewrote the row as dirty in between: write it clean again.
-                do { try db.write { db in try writeChunkRow(db, ino: f.ino, idx: p.idx, state: newState) } } catch {
+                do { try metaTransaction { db in try writeChunkRow(db, ino: f.ino, idx: p.idx, state: newState) } } catch {
                     log.error("meta.db: cannot mark chunk clean: \(error)")
                     continue
                 }
@@ -453,7 +453,7 @@ extension GranaryStore {
         while true {
             let st = status()
             progress?(st)
-            if st.dirtyChunks == 0 { persistAll(); syncDatabase(); return true }
+            if st.dirtyChunks == 0 { persistAll(); try? commitDeferred(); syncDatabase(); return true }
             if Date() >= deadline { return false }
             let u = uploader
             u.cond.lock()
@@ -505,6 +505,7 @@ extension GranaryStore {
         Glibc.fsync(slab.fd)
         cleanCache.saveSlotIndex()
         syncDirtyDirectory()
+        try? commitDeferred()
         syncDatabase()
     }
 }

@@ -1,0 +1,76 @@
+import Foundation
+import GRDB
+
+/// Namespace changes applied in memory and not yet in meta.db, committed
+/// together a few milliseconds later (group commit).
+///
+/// A create cost one SQLite transaction, about a third of the mount's work
+/// per file in a small-file copy. Deferring its rows keeps meta.db a prefix
+/// of what the mount did: every other write runs the pending statements
+/// first, in the same transaction, so no row ever lands before the rows it
+/// depends on. What a crash can lose is the last few milliseconds of
+/// creates nobody fsynced, as with any file system's page cache; fsync and
+/// fsyncdir commit them first.
+///
+/// A batch that fails to commit (disk full) is kept, in order, for the next
+/// attempt, and new deferred changes are refused until one succeeds, so the
+/// memory state never runs far ahead of the database.
+final class DeferredMetaWrites: @unchecked Sendable {
+    typealias Statement = @Sendable (Database) throws -> Void
+
+    // A lock, not an actor: appended to under metaLock on FUSE threads and
+    // drained inside a GRDB write on whichever thread writes next.
+    private let lock = NSLock()
+    private var statements: [Statement] = []
+    private var scheduled = false
+    private var failure: (any Error)?
+
+    /// Delay before a batch commits on its own: long enough to gather a
+    /// burst of creates, short enough that a crash loses little.
+    static let delay: DispatchTimeInterval = .milliseconds(5)
+
+    /// Queues `statement`; returns true when the caller should schedule a
+    /// commit (the first statement of a batch).
+    func append(_ statement: @escaping Statement) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        statements.append(statement)
+        if scheduled { return false }
+        scheduled = true
+        return true
+    }
+
+    /// The error of the last failed commit, while no commit has succeeded since.
+    var lastFailure: (any Error)? { lock.lock(); defer { lock.unlock() }; return failure }
+
+    var isEmpty: Bool { lock.lock(); defer { lock.unlock() }; return statements.isEmpty }
+
+    /// Takes the pending statements for a transaction about to run them.
+    func take() -> [Statement] {
+        lock.lock(); defer { lock.unlock() }
+        let taken = statements
+        statements.removeAll(keepingCapacity: true)
+        scheduled = false
+        return taken
+    }
+
+    /// Puts back statements whose transaction rolled back, ahead of any
+    /// queued since, and remembers why.
+    func restore(_ taken: [Statement], after error: (any Error)?) {
+        lock.lock(); defer { lock.unlock() }
+        statements = taken + statements
+        if let error { failure = error }
+    }
+
+    func committed() {
+        lock.lock(); defer { lock.unlock() }
+        failure = nil
+    }
+
+    /// Marks a retry as scheduled; false when one already is.
+    func scheduleRetry() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        if scheduled || statements.isEmpty { return false }
+        scheduled = true
+        return true
+    }
+}
