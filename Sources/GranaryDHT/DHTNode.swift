@@ -63,14 +63,21 @@ public actor DHTNode {
 
     /// Creates a node on an already bound transport. Call `start()` next,
     /// then `bootstrap(_:)`. `statePath` is a directory for the routing
-    /// table database (nil: nothing persisted).
+    /// table database (nil: nothing persisted). A node bound to a wildcard
+    /// address without `advertise` advertises the local address that routes
+    /// to the first of `seeds`: offers name it, and bids come back to it.
     public init(identity: NodeIdentity, transport: any DHTTransport, advertise: DHTAddress? = nil,
+                seeds: [DHTAddress] = [],
                 configuration: DHTConfiguration = DHTConfiguration(), statePath: String? = nil) throws(DHTError) {
         do { try identity.publicKey.validate(difficulty: configuration.difficulty) } catch { throw .identity(error) }
         self.identity = identity
         self.configuration = configuration
         self.transport = transport
-        let address = advertise ?? transport.localAddress
+        var address = advertise ?? transport.localAddress
+        if advertise == nil, address.isUnspecified, let seed = seeds.first,
+           let source = DHTAddress.localSource(toward: seed) {
+            address.host = source
+        }
         self.contact = DHTContact(publicKey: identity.publicKey, address: address)
         self.replayGuard = ReplayGuard(windowMs: configuration.maxClockSkewSeconds * 1000)
         var logger = Logger(label: "granary.dht")
@@ -95,7 +102,7 @@ public actor DHTNode {
         let node: DHTNode
         do {
             node = try DHTNode(identity: identity, transport: transport, advertise: advertise,
-                               configuration: configuration, statePath: statePath)
+                               seeds: bootstrap, configuration: configuration, statePath: statePath)
         } catch {
             await transport.close()
             throw error

@@ -111,7 +111,7 @@ extension RenterEngine {
             let transport = try await UDPTransport.bind(host: listen.host, port: listen.port)
             do {
                 node = try DHTNode(identity: identity, transport: transport, advertise: advertise,
-                                   configuration: dht, statePath: stateDirectory + "/dht")
+                                   seeds: seeds, configuration: dht, statePath: stateDirectory + "/dht")
             } catch {
                 await transport.close()
                 throw error

@@ -1,0 +1,40 @@
+import Foundation
+
+extension DHTAddress {
+    /// True for a wildcard address (0.0.0.0, ::), which says "any local
+    /// address" and is no use to a node on another host.
+    public var isUnspecified: Bool { host.isEmpty || DHTNode.unspecifiedHosts.contains(host) }
+
+    /// The local address the kernel sends from toward `destination`: a
+    /// connected UDP socket is asked (nothing is sent). A node bound to a
+    /// wildcard address advertises this one, so that farmers on other hosts
+    /// can send bids to what its offers name; nil when there is no route.
+    public static func localSource(toward destination: DHTAddress) -> String? {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        hints.ai_flags = AI_NUMERICSERV
+        var list: UnsafeMutablePointer<addrinfo>?
+        let host = destination.host.hasPrefix("[") ? String(destination.host.dropFirst().dropLast()) : destination.host
+        guard getaddrinfo(host, String(destination.port), &hints, &list) == 0, let ai = list else { return nil }
+        defer { freeaddrinfo(list) }
+        let fd = socket(ai.pointee.ai_family, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard connect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0 else { return nil }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard named == 0 else { return nil }
+        var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        let ok = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                getnameinfo($0, length, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST)
+            }
+        }
+        guard ok == 0 else { return nil }
+        let source = String(cString: text)
+        return source.isEmpty || DHTNode.unspecifiedHosts.contains(source) ? nil : source
+    }
+}
