@@ -1,4 +1,7 @@
 #define _GNU_SOURCE
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "granary_shim.h"
 #include <sys/prctl.h>
 
@@ -23,4 +26,8 @@ int granary_punch_hole(int fd, long long offset, long long length) {
 
 int granary_direct_io_flag(void) {
     return O_DIRECT;
+}
+
+int granary_nice_this_thread(int nice) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
 }

@@ -80,6 +80,7 @@ final class SegmentCompactor: @unchecked Sendable {
     private var isStopping: Bool { cond.lock(); defer { cond.unlock() }; return stopping }
 
     private func main() {
+        runInBackground()
         var next = Date().addingTimeInterval(configuration.firstPassDelay)
         while true {
             cond.lock()

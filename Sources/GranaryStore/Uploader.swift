@@ -1,3 +1,4 @@
+import CGranaryShim
 import Foundation
 import GRDB
 import GranaryCore
@@ -84,6 +85,7 @@ extension GranaryStore {
     static let minimumPassInterval = 0.25
 
     private func uploaderMain() {
+        runInBackground()
         var failures = 0
         var lastPass = Date.distantPast
         while true {
@@ -508,4 +510,12 @@ extension GranaryStore {
         try? commitDeferred()
         syncDatabase()
     }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10; Linux applies nice per
+/// thread): sealing, coding and hashing for upload and compaction then use
+/// what the mount's foreground requests leave, instead of taking a core from
+/// a reader or writer on a 2-core machine. They still get all of an idle CPU.
+func runInBackground() {
+    _ = granary_nice_this_thread(10)
 }

@@ -20,4 +20,7 @@ int granary_start_writeback(int fd, long long offset, long long length);
 int granary_punch_hole(int fd, long long offset, long long length);
 /// O_DIRECT, which Glibc's Swift overlay does not export (it needs _GNU_SOURCE).
 int granary_direct_io_flag(void);
+/// Lowers the calling thread's scheduling priority to `nice` (Linux keeps
+/// nice per thread; setpriority with the thread ID). Returns 0 or -1.
+int granary_nice_this_thread(int nice);
 #endif
