@@ -25,6 +25,10 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "A network node to join, HOST:PORT (a seed or any node; repeatable).") var bootstrap: [String] = []
     @Option(help: "Redundancy k/r/s/n: k pieces rebuild a segment, repair below r, durable at s, n generated.")
     var scheme: String = "4/5/7/8"
+    @Option(name: .customLong("dht-listen"), help: "UDP address of the mount's DHT node (default: 0.0.0.0:0, or 127.0.0.1:0 when every --bootstrap is on loopback).")
+    var dhtListen: String?
+    @Option(name: .customLong("dht-advertise"), help: "Address farmers send bids to when the DHT node is behind NAT (default: the local address that routes to the first --bootstrap).")
+    var dhtAdvertise: String?
     @OptionGroup var background: BackgroundWorkOptions
     @Option(name: .customLong("upload-idle"), help: .hidden) var uploadIdle: Double = 2
     @Option(name: .customLong("read-timeout"), help: .hidden) var readTimeout: Double = 30
@@ -85,8 +89,11 @@ struct MountCommand: AsyncParsableCommand {
             let leaseBox = LeaseBox()
             let engine: RenterEngine
             do {
+                var renter = RenterConfiguration(scheme: redundancy)
+                renter.dhtListen = dhtListen
+                renter.dhtAdvertise = dhtAdvertise
                 engine = try await RenterEngine.start(stateDirectory: stateDirectory + "/network", identity: identity,
-                                                      bootstrap: bootstrap, scheme: redundancy, contractTimeout: nil) { node in
+                                                      bootstrap: bootstrap, configuration: renter, contractTimeout: nil) { node in
                     leaseBox.lease = try await MountLease.acquire(node: node, keys: keys, stateDirectory: absoluteState,
                                                                   takeOver: takeOver, renewInterval: renew)
                 }
