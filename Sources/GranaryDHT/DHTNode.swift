@@ -247,7 +247,7 @@ public actor DHTNode {
         }
         var sender = try DHTContact(datagram.sender, difficulty: configuration.difficulty)
         // A node bound to a wildcard address is reached where it came from.
-        if (Self.unspecifiedHosts.contains(sender.address.host) || sender.address.host.isEmpty) { sender.address.host = from.host }
+        if sender.address.isUnspecified { sender.address.host = from.host }
         let now = Self.nowMs()
         let skewMs = Int64(bitPattern: datagram.timestampMs &- now)
         guard abs(skewMs) <= Int64(configuration.maxClockSkewSeconds * 1000) else {
