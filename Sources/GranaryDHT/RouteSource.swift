@@ -34,7 +34,7 @@ extension DHTAddress {
             }
         }
         guard ok == 0 else { return nil }
-        let source = String(cString: text)
-        return source.isEmpty || DHTNode.unspecifiedHosts.contains(source) ? nil : source
+        let source = DHTAddress(host: String(cString: text), port: 0)
+        return source.isUnspecified ? nil : source.host
     }
 }

@@ -62,15 +62,6 @@ extension RenterEngine {
     /// The engine's DHT node when its contracts come from the market.
     public var dhtNode: DHTNode? { (source as? MarketContractSource)?.node }
 
-    /// `start(stateDirectory:identity:bootstrap:configuration:)` with the
-    /// default configuration and the given redundancy scheme.
-    public static func start(stateDirectory: String, identity: NodeIdentity, bootstrap: [String],
-                             scheme: RedundancyScheme, contractTimeout: Double? = 60,
-                             joined: @escaping @Sendable (DHTNode) async throws -> Void = { _ in }) async throws -> RenterEngine {
-        try await start(stateDirectory: stateDirectory, identity: identity, bootstrap: bootstrap,
-                        configuration: RenterConfiguration(scheme: scheme), contractTimeout: contractTimeout, joined: joined)
-    }
-
     /// Starts a renter on a real network: its DHT node (joined through
     /// `bootstrap`, HOST:PORT of any node such as a seed), the transfer
     /// link, network.db under `stateDirectory`, and a contract pool filled
