@@ -100,9 +100,10 @@ extension DHTNode {
         let now = ContinuousClock.now
         neighbours = neighbours.filter { now - $0.value.lastHeard < silence }
         var chosen = neighbours.values.filter(\.chosenByUs).map(\.contact)
-        if chosen.count < configuration.pubsubDegree {
+        let wanted = includingTheirChoices ? configuration.pubsubDegree : neighboursWanted(chosen: chosen.count)
+        if chosen.count < wanted {
             let pool = table.allContacts.filter { c in !chosen.contains { $0.id == c.id } }.shuffled()
-            for c in pool.prefix(configuration.pubsubDegree - chosen.count) {
+            for c in pool.prefix(wanted - chosen.count) {
                 chosen.append(c)
                 if neighbours[c.id] == nil {
                     neighbours[c.id] = PubSubNeighbour(contact: c, filter: AttenuatedBloomFilter(), lastHeard: now, chosenByUs: true)
@@ -122,6 +123,23 @@ extension DHTNode {
                 }
             }
         }
+    }
+
+    /// How many neighbours to choose. A subscriber with no other subscriber
+    /// of its topics within two hops is reached only by a path that found
+    /// nothing closer, so most publications pass it by (measured in 100-node
+    /// networks: such subscribers got 1 to 4 offers of 10, and were the whole
+    /// shortfall whenever delivery fell below 95%). It adds `pubsubDegree`
+    /// more random neighbours per periodic exchange, up to three times the
+    /// degree, until one of their filters shows a subscriber at level 0 or 1.
+    /// Not judged on the pushes that follow a change: the filters have not
+    /// spread yet.
+    func neighboursWanted(chosen: Int) -> Int {
+        let degree = configuration.pubsubDegree
+        let topics = Array(ownTopics)
+        guard !topics.isEmpty else { return degree }
+        let nearby = neighbours.values.contains { ($0.filter.matchLevel(topics) ?? .max) <= 1 }
+        return nearby ? max(degree, chosen) : min(max(degree, chosen) + degree, 3 * degree)
     }
 
     func finishFilterExchange(with c: DHTContact, reply: Granary_DhtDatagram?) {

@@ -110,26 +110,34 @@ public final class LocalDHTNetwork: @unchecked Sendable {
 
     /// Subscribes `subscribers` random nodes to a farmer policy's topics,
     /// lets the filters converge, then publishes `offers` offers from random
-    /// non-subscribers and counts deliveries and PUBLISH datagrams.
-    public func measurePubSub(subscribers: Int, offers: Int, settle: Duration? = nil) async throws -> PubSubResult {
+    /// non-subscribers and counts deliveries and PUBLISH datagrams. With
+    /// `placements` > 1 it unsubscribes and repeats with other random
+    /// subscribers, and reports the totals: one placement's figures depend
+    /// much on where its subscribers happen to sit in the neighbour graph.
+    public func measurePubSub(subscribers: Int, offers: Int, settle: Duration? = nil,
+                              placements: Int = 1) async throws -> PubSubResult {
+        var delivered = 0, sent = 0
+        for _ in 0..<max(1, placements) {
+            let one = try await measurePlacement(subscribers: subscribers, offers: offers, settle: settle ?? .seconds(5))
+            delivered += one.delivered
+            sent += one.sent
+        }
+        let total = subscribers * offers * max(1, placements)
+        return PubSubResult(deliveryRatio: Double(delivered) / Double(max(1, total)),
+                            messagesPerDelivery: Double(sent) / Double(max(1, delivered)),
+                            delivered: delivered, messages: sent)
+    }
+
+    private func measurePlacement(subscribers: Int, offers: Int, settle: Duration) async throws -> (delivered: Int, sent: Int) {
         let policy = BidPolicy(minPricePerAudit: 50, capacityBytes: 100 << 30, maxDurationSeconds: 90 * 86_400)
         let terms = OfferTerms(allowanceBytes: 8 << 30, durationSeconds: 30 * 86_400, maxPricePerAudit: 200, auditIntervalSeconds: 3600)
         let shuffled = nodes.shuffled()
         let subs = Array(shuffled.prefix(subscribers))
         let others = Array(shuffled.dropFirst(subscribers))
-        for s in subs { await s.subscribe(topics: policy.topics) { _ in } }
-        try await Task.sleep(for: settle ?? .seconds(5))
-        // On a loaded machine exchanges run late: also wait (bounded) until
-        // a whole exchange interval passes with no filter changing anywhere.
-        func filterChanges() -> Int { nodes.reduce(0) { $0 + $1.statistics().filterChanges } }
-        let interval = configuration.filterExchangeInterval + .milliseconds(500)
-        var changes = filterChanges()
-        for _ in 0..<6 {
-            try await Task.sleep(for: interval)
-            let now = filterChanges()
-            if now == changes { break }
-            changes = now
-        }
+        var tokens: [(DHTNode, SubscriptionToken)] = []
+        for s in subs { tokens.append((s, await s.subscribe(topics: policy.topics) { _ in })) }
+        try await Task.sleep(for: settle)
+        try await waitForQuietFilters()
         func totals() -> (sent: Int, delivered: Int) {
             var sent = 0
             for n in nodes { sent += n.statistics().publishSent }
@@ -156,11 +164,22 @@ public final class LocalDHTNetwork: @unchecked Sendable {
             quiet = now == after ? quiet + 1 : 0
             after = now
         }
-        let delivered = after.delivered - before.delivered
-        let sent = after.sent - before.sent
-        return PubSubResult(deliveryRatio: Double(delivered) / Double(max(1, subscribers * offers)),
-                            messagesPerDelivery: Double(sent) / Double(max(1, delivered)),
-                            delivered: delivered, messages: sent)
+        for (node, token) in tokens { await node.unsubscribe(token) }
+        return (after.delivered - before.delivered, after.sent - before.sent)
+    }
+
+    /// On a loaded machine exchanges run late: waits (bounded) until a whole
+    /// exchange interval passes with no filter changing anywhere.
+    private func waitForQuietFilters() async throws {
+        func filterChanges() -> Int { nodes.reduce(0) { $0 + $1.statistics().filterChanges } }
+        let interval = configuration.filterExchangeInterval + .milliseconds(500)
+        var changes = filterChanges()
+        for _ in 0..<6 {
+            try await Task.sleep(for: interval)
+            let now = filterChanges()
+            if now == changes { break }
+            changes = now
+        }
     }
 }
 
