@@ -100,6 +100,7 @@ extension DHTNode {
         let now = ContinuousClock.now
         neighbours = neighbours.filter { now - $0.value.lastHeard < silence }
         var chosen = neighbours.values.filter(\.chosenByUs).map(\.contact)
+        // Only the periodic exchange (not a push after a change) widens.
         let wanted = includingTheirChoices ? configuration.pubsubDegree : neighboursWanted(chosen: chosen.count)
         if chosen.count < wanted {
             let pool = table.allContacts.filter { c in !chosen.contains { $0.id == c.id } }.shuffled()

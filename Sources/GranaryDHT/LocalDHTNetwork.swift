@@ -116,13 +116,14 @@ public final class LocalDHTNetwork: @unchecked Sendable {
     /// much on where its subscribers happen to sit in the neighbour graph.
     public func measurePubSub(subscribers: Int, offers: Int, settle: Duration? = nil,
                               placements: Int = 1) async throws -> PubSubResult {
+        let placements = max(1, placements)
         var delivered = 0, sent = 0
-        for _ in 0..<max(1, placements) {
+        for _ in 0..<placements {
             let one = try await measurePlacement(subscribers: subscribers, offers: offers, settle: settle ?? .seconds(5))
             delivered += one.delivered
             sent += one.sent
         }
-        let total = subscribers * offers * max(1, placements)
+        let total = subscribers * offers * placements
         return PubSubResult(deliveryRatio: Double(delivered) / Double(max(1, total)),
                             messagesPerDelivery: Double(sent) / Double(max(1, delivered)),
                             delivered: delivered, messages: sent)
