@@ -25,10 +25,13 @@ let package = Package(
         // Granary's reads and writes of /dev/fuse (libfuse custom I/O), for a
         // kernel feature libfuse 3.14 cannot negotiate.
         .target(name: "CFuseChannel", dependencies: ["CFuse3"]),
+        // BLAKE3 (vendored C, see its README): the bulk-data hash.
+        .target(name: "CBlake3", exclude: ["LICENSE", "README.md"],
+                cSettings: [.define("BLAKE3_USE_NEON", to: "0")]),
 
         // Identities, AEAD, hashing, key derivation, erasure code, Merkle trees.
         .target(name: "GranaryCore", dependencies: [
-            "CSodium", "CISAL", "CGranaryShim",
+            "CSodium", "CISAL", "CGranaryShim", "CBlake3",
         ]),
         // SQLite files with versioned schemas: older files migrate, newer ones are refused.
         .target(name: "GranaryDatabase", dependencies: [

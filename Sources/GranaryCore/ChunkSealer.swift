@@ -43,19 +43,21 @@ public enum SealAlgorithm: UInt8, Sendable, CaseIterable {
 
 /// Content-addressed chunk encryption.
 ///
-/// chunkID = BLAKE2b-256 keyed with the renter's dedupe key over the
-/// plaintext; the chunk's key = BLAKE2b-256 keyed with the chunk-key root over
+/// chunkID = BLAKE3 keyed with the renter's dedupe key over the plaintext
+/// (BLAKE2b-256 before wire version 2; IDs already recorded stay valid, they
+/// only name chunks); the chunk's key = BLAKE2b-256 keyed with the chunk-key root over
 /// the chunk ID. The sealed form is `algorithm(1) || nonce || ciphertext || tag`,
 /// with the chunk ID as associated data, so a chunk cannot be swapped for
 /// another under the same key. Stateless and `Sendable`: share one freely.
 public struct ChunkSealer: Sendable {
-    private let dedupeKey: [UInt8]
+    private let dedupeKey: Blake3.Key
     private let chunkKeyRoot: [UInt8]
     public let algorithm: SealAlgorithm
 
     public init(dedupeKey: [UInt8], chunkKeyRoot: [UInt8], algorithm: SealAlgorithm = .preferred) {
         _ = Sodium.ready
-        self.dedupeKey = dedupeKey
+        // A 32-byte key is used as is (RenterKeys' is); others are hashed to 32.
+        self.dedupeKey = Blake3.Key(dedupeKey) ?? Blake3.Key(Blake2b.hash256(dedupeKey).bytes)!
         self.chunkKeyRoot = chunkKeyRoot
         self.algorithm = algorithm
     }
@@ -69,7 +71,7 @@ public struct ChunkSealer: Sendable {
     }
 
     public func chunkID(of plaintext: UnsafeRawBufferPointer) -> Hash256 {
-        dedupeKey.withUnsafeBytes { Blake2b.hash256(plaintext, key: $0) }
+        Blake3.hash256(plaintext, key: dedupeKey)
     }
 
     public func chunkID(of plaintext: [UInt8]) -> Hash256 { plaintext.withUnsafeBytes { chunkID(of: $0) } }

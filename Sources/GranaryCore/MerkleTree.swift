@@ -23,17 +23,18 @@ public struct MerkleProof: Sendable, Equatable {
     }
 }
 
-/// Binary Merkle tree over 4 KiB leaves with BLAKE2b-256, leaf and inner
-/// hashes domain-separated by BLAKE2b personalisation (free: no extra
-/// block), an odd node at the end of a level promoted unchanged.
+/// Binary Merkle tree over 4 KiB leaves with BLAKE3, leaf and inner hashes
+/// domain-separated by BLAKE3's keyed mode (free: the key is the initial
+/// chaining value, no extra block), an odd node at the end of a level
+/// promoted unchanged. Wire version 2; version 1 used BLAKE2b.
 ///
 /// The renter keeps only the root; a farmer keeps the leaf hashes in its
 /// index (32 bytes per 4 KiB) and rebuilds the inner levels in memory, to
 /// answer audits and range proofs without rereading the piece.
 public struct MerkleTree: Sendable {
     public static let leafSize = 4096
-    static let leafPersonal: [UInt8] = Array("granary.leaf.v1".utf8) + [0]
-    static let nodePersonal: [UInt8] = Array("granary.node.v1".utf8) + [0]
+    static let leafKey = Blake3.Key(domain: "granary.merkle.leaf.v2")
+    static let nodeKey = Blake3.Key(domain: "granary.merkle.node.v2")
 
     /// levels[0] holds leaf hashes, the last level holds the root; each is a
     /// flat array of 32-byte hashes.
@@ -47,16 +48,9 @@ public struct MerkleTree: Sendable {
 
     public init(data: UnsafeRawBufferPointer) {
         let count = Self.leafCount(byteCount: data.count)
-        var leaves = [UInt8](repeating: 0, count: count * 32)
-        Self.leafPersonal.withUnsafeBufferPointer { personal in
-            leaves.withUnsafeMutableBytes { out in
-                for i in 0..<count {
-                    let start = i * Self.leafSize
-                    let len = min(Self.leafSize, data.count - start)
-                    Blake2b.hash256(data.baseAddress.map { $0 + start } ?? UnsafeRawPointer(out.baseAddress!),
-                                    count: max(0, len), personal: personal.baseAddress!, into: out.baseAddress! + i * 32)
-                }
-            }
+        let leaves = [UInt8](unsafeUninitializedCapacity: count * 32) { out, initialized in
+            Blake3.leaves(data, leafSize: Self.leafSize, key: Self.leafKey, into: out.baseAddress!)
+            initialized = count * 32
         }
         self.init(leafHashes: leaves)
     }
@@ -67,7 +61,8 @@ public struct MerkleTree: Sendable {
     public init(leafHashes: [UInt8]) {
         precondition(leafHashes.count >= 32 && leafHashes.count % 32 == 0)
         var levels = [leafHashes]
-        Self.nodePersonal.withUnsafeBufferPointer { personal in
+        let key = Self.nodeKey
+        do {
             while levels[levels.count - 1].count > 32 {
                 let below = levels[levels.count - 1]
                 let c = below.count / 32
@@ -75,8 +70,7 @@ public struct MerkleTree: Sendable {
                 below.withUnsafeBytes { b in
                     above.withUnsafeMutableBytes { a in
                         for j in 0..<(c / 2) {
-                            Blake2b.hash256(b.baseAddress! + j * 64, count: 64, personal: personal.baseAddress!,
-                                            into: a.baseAddress! + j * 32)
+                            Blake3.hash256(b.baseAddress! + j * 64, count: 64, key: key, into: a.baseAddress! + j * 32)
                         }
                         if c % 2 == 1 { (a.baseAddress! + (c / 2) * 32).copyMemory(from: b.baseAddress! + (c - 1) * 32, byteCount: 32) }
                     }
@@ -142,21 +136,17 @@ public struct MerkleTree: Sendable {
         let minBytes = includesLast ? (n - 1) * leafSize + (proof.leafCount == 1 ? 0 : 1) : n * leafSize
         guard leafData.count >= minBytes, leafData.count <= n * leafSize else { return false }
         var current = [Hash256](repeating: .zero, count: n)
-        leafPersonal.withUnsafeBufferPointer { personal in
-            var out = [UInt8](repeating: 0, count: 32)
-            for i in 0..<n {
-                let start = i * leafSize, len = min(leafSize, leafData.count - start)
-                out.withUnsafeMutableBytes { o in
-                    Blake2b.hash256(leafData.baseAddress.map { $0 + start } ?? UnsafeRawPointer(o.baseAddress!),
-                                    count: len, personal: personal.baseAddress!, into: o.baseAddress!)
-                    current[i] = Hash256(unsafeBytes: o.baseAddress!)
-                }
+        var out = [UInt8](repeating: 0, count: 32)
+        for i in 0..<n {
+            let start = i * leafSize, len = min(leafSize, leafData.count - start)
+            out.withUnsafeMutableBytes { o in
+                Blake3.hash256(leafData.baseAddress.map { $0 + start }, count: len, key: leafKey, into: o.baseAddress!)
+                current[i] = Hash256(unsafeBytes: o.baseAddress!)
             }
         }
         var lo = proof.leaves.lowerBound, hi = proof.leaves.upperBound, c = proof.leafCount
         var next = proof.hashes.makeIterator()
         var pair = [UInt8](repeating: 0, count: 64)
-        var out = [UInt8](repeating: 0, count: 32)
         while c > 1 {
             if lo % 2 == 1 { current.insert(next.next()!, at: 0); lo -= 1 }
             if hi % 2 == 1 && hi < c { current.append(next.next()!); hi += 1 }
@@ -168,9 +158,7 @@ public struct MerkleTree: Sendable {
                         current[i].write(to: p.baseAddress!)
                         current[i + 1].write(to: p.baseAddress! + 32)
                         out.withUnsafeMutableBytes { o in
-                            nodePersonal.withUnsafeBufferPointer { personal in
-                                Blake2b.hash256(UnsafeRawPointer(p.baseAddress!), count: 64, personal: personal.baseAddress!, into: o.baseAddress!)
-                            }
+                            Blake3.hash256(UnsafeRawPointer(p.baseAddress!), count: 64, key: nodeKey, into: o.baseAddress!)
                             above.append(Hash256(unsafeBytes: o.baseAddress!))
                         }
                     }
@@ -228,10 +216,8 @@ public struct MerkleTreeBuilder {
     private mutating func hashLeaf(_ p: UnsafeRawPointer, count: Int) {
         let start = leafHashes.count
         leafHashes.append(contentsOf: repeatElement(0, count: 32))
-        MerkleTree.leafPersonal.withUnsafeBufferPointer { personal in
-            leafHashes.withUnsafeMutableBytes { out in
-                Blake2b.hash256(p, count: count, personal: personal.baseAddress!, into: out.baseAddress! + start)
-            }
+        leafHashes.withUnsafeMutableBytes { out in
+            Blake3.hash256(p, count: count, key: MerkleTree.leafKey, into: out.baseAddress! + start)
         }
     }
 

@@ -47,7 +47,7 @@ public struct RenterKeys: Sendable {
         return out
     }
 
-    /// Keys BLAKE2b for chunk IDs, so identical chunks dedupe per renter only.
+    /// Keys the chunk-ID hash (BLAKE3), so identical chunks dedupe per renter only.
     public var dedupeKey: [UInt8] { derive(.dedupe) }
     /// Root from which each chunk's sealing key is derived.
     public var chunkKeyRoot: [UInt8] { derive(.chunkKeyRoot) }

@@ -11,6 +11,19 @@ import Testing
         #expect(keyed.hex == "b42be36ea26392f67d1d3706ffa72b6c61c2ff38e1fabd9a49e154d54b967d83")
     }
 
+    /// Answers from b3sum (the Rust implementation, Debian's package), on
+    /// BLAKE3's test-vector input (byte i = i mod 251) of 5,000 bytes: past
+    /// four 1 KiB chunks, so the SIMD paths and the chunk tree are exercised.
+    @Test func blake3() {
+        #expect(Blake3.hash256([]).hex == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262")
+        #expect(Blake3.hash256(Array("abc".utf8)).hex == "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85")
+        let input = (0..<5000).map { UInt8($0 % 251) }
+        #expect(Blake3.hash256(input).hex == "ee78d92070de3df1c57c37002abf0a6b1a6589acdeef4d8ffac7cf3d9e8f2836")
+        let key = Blake3.Key(Array("whats the Elvish word for friend".utf8))!
+        #expect(Blake3.hash256(input, key: key).hex == "27dc394fb01f055606c3aedde3a8c3694c34a8c514cc61a27279f1417cc385e0")
+        #expect(Blake3.Key(Array(repeating: 0, count: 31)) == nil, "keys are exactly 32 bytes")
+    }
+
     @Test func incrementalMatchesOneShot() {
         let data = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         let h = Blake2bHasher()

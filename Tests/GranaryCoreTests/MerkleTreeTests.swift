@@ -20,6 +20,16 @@ import Testing
         #expect(tree.proof(leaf: tree.leafCount) == nil)
     }
 
+    /// The construction every farmer and renter must agree on (transfer
+    /// protocol 2), computed independently with b3sum and Python's BLAKE2b:
+    /// leaf = BLAKE3 keyed with BLAKE2b-256("granary.merkle.leaf.v2"), node =
+    /// BLAKE3 keyed with BLAKE2b-256("granary.merkle.node.v2") over both children.
+    @Test func knownRoots() {
+        let pattern = { (n: Int) in (0..<n).map { UInt8($0 % 251) } }
+        #expect(MerkleTree(data: pattern(10)).root.hex == "96e101143315c6359b674f0377863145ed00017cec3603321a4f855bb23e5a9c")
+        #expect(MerkleTree(data: pattern(4096 + 100)).root.hex == "7cd9a5115265f257d3b6162794af50cf802bc4154ba91c9ca0b4a7f0dd9138a5")
+    }
+
     @Test func tamperedProofsFail() {
         let d = Self.data(7 * 4096 + 100)
         let other = MerkleTree(data: Self.data(7 * 4096 + 100, seed: 2))

@@ -177,6 +177,24 @@ import Testing
         }
     }
 
+    /// Pieces recorded before transfer protocol 2 have BLAKE2b Merkle roots,
+    /// which cannot check a BLAKE3 proof: the file is refused, not migrated
+    /// into audits that would fail and disqualify every farmer.
+    @Test func networkDatabaseWithBlake2bPiecesIsRefusedUnchanged() throws {
+        let dir = TemporaryDirectory("granary-schema-retired")
+        let path = dir.path + "/network.db"
+        let piece = "INSERT INTO pieces VALUES (x'01', x'02', 0, x'03', x'04', x'05', 4096, 'stored');"
+        #expect(Self.sqlite(path, Self.networkV1 + piece).status == 0)
+        do {
+            _ = try NetworkDatabase(path: path)
+            Issue.record("a network.db with BLAKE2b pieces was opened")
+        } catch let error as RetiredFormatError {
+            #expect(error.description.contains("1 pieces with BLAKE2b Merkle roots") && error.description.contains("Nothing was changed"))
+        }
+        #expect(Self.userVersion(path) == "1", "a refused file is left as it was")
+        #expect(Self.sqlite(path, "SELECT COUNT(*) FROM pieces").output.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func farmerRefusesANewerDatabase() throws {
         let dir = TemporaryDirectory("granary-schema-farm")

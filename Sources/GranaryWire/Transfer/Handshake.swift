@@ -13,6 +13,10 @@ import NIOCore
 /// the ephemeral keys only, so they are bound to both identities by the
 /// signatures and die with the session (forward secrecy).
 public enum Handshake {
+    /// The transfer protocol's version, in each Hello. 2: pieces' Merkle
+    /// trees hash with BLAKE3 (1 hashed with BLAKE2b), so peers of different
+    /// versions would fail each other's proofs; they refuse to talk instead.
+    public static let transferVersion: UInt32 = 2
     static let clientRole: UInt32 = 1
     static let serverRole: UInt32 = 2
     /// Largest handshake payload accepted (an envelope of a Hello is ~300 bytes).
@@ -46,7 +50,9 @@ public enum Handshake {
         do { (signer, hello) = try envelope.open(Granary_TransferHello.self, kind: .handshake, difficulty: difficulty) } catch {
             throw .handshake(error.description)
         }
-        guard hello.version == Granary_SignedEnvelope.currentVersion else { throw .handshake("unsupported protocol version \(hello.version)") }
+        guard hello.version == Handshake.transferVersion else {
+            throw .handshake("peer speaks transfer protocol version \(hello.version), this granary speaks \(Handshake.transferVersion): run the same granary version on both ends")
+        }
         guard hello.role == role else { throw .handshake("hello has role \(hello.role), expected \(role)") }
         guard hello.ephemeralKey.count == Int(crypto_kx_PUBLICKEYBYTES) else { throw .handshake("ephemeral key is not 32 bytes") }
         return (signer, hello, envelope.body)
@@ -70,7 +76,7 @@ public struct ClientHandshake: Sendable {
         self.identity = identity; self.expectedPeer = expectedPeer; self.difficulty = difficulty
         ephemeral = Handshake.ephemeralKeyPair()
         var h = Granary_TransferHello()
-        h.version = Granary_SignedEnvelope.currentVersion
+        h.version = Handshake.transferVersion
         h.role = Handshake.clientRole
         h.ephemeralKey = Data(ephemeral.publicKey)
         h.nonce = Data(SecureRandom.bytes(32))
@@ -120,7 +126,7 @@ public struct ServerHandshake: Sendable {
         let rc = crypto_kx_server_session_keys(&rx, &tx, ephemeral.publicKey, ephemeral.secretKey, [UInt8](hello.ephemeralKey))
         guard rc == 0 else { throw .handshake("client ephemeral key is not acceptable") }
         var h = Granary_TransferHello()
-        h.version = Granary_SignedEnvelope.currentVersion
+        h.version = Handshake.transferVersion
         h.role = Handshake.serverRole
         h.ephemeralKey = Data(ephemeral.publicKey)
         h.nonce = Data(SecureRandom.bytes(32))
