@@ -359,6 +359,10 @@ extension GranaryStore {
             }
             if d.base != nil { d.ranges.insert(within, within + n); f.changed.insert(idx) }
             d.touch()
+            // A chunk file written up to its end (a sequential writer moving
+            // on) starts going to disk now: the fsync that follows a large
+            // copy then waits for the last chunks only, not for all of them.
+            if within + n == chunkSize && d.slot == nil { FileSync.startWriteback(d.fd, offset: 0, length: chunkSize) }
             done += n
         }
         let now = wallClockNanos()
@@ -442,10 +446,17 @@ extension GranaryStore {
         if let f = fileData(ino) {
             f.lock.lock()
             var failed = false
-            for (_, state) in f.chunks {
-                if case let .dirty(d) = state, d.unsynced {
-                    if Glibc.fsync(d.fd) != 0 { failed = true } else { d.unsynced = false }
-                }
+            let unsynced = f.chunks.values.compactMap { state -> DirtyChunk? in
+                if case let .dirty(d) = state, d.unsynced { return d }
+                return nil
+            }
+            // Every chunk's writeback is started before the first wait, so
+            // the disk gets them all at once instead of one file per fsync.
+            if unsynced.count > 1 {
+                for d in unsynced { FileSync.startWriteback(d.fd, offset: d.origin, length: d.slot == nil ? 0 : ChunkSlab.slotSize) }
+            }
+            for d in unsynced {
+                if Glibc.fsync(d.fd) != 0 { failed = true } else { d.unsynced = false }
             }
             if !persistLocked(f) { failed = true }
             f.lock.unlock()

@@ -15,6 +15,7 @@ struct MountBench: ParsableCommand {
     @Option(name: .customLong("work-dir"), help: "Folder on the disk to measure (a temporary folder is made in it).") var workDir: String = NSTemporaryDirectory()
     @Option(name: .customLong("local-segments"), help: "Segment folder (default: inside the work folder).") var localSegments: String?
     @Flag(name: .customLong("writeback-cache"), help: .hidden) var writebackCache = false
+    @Option(help: "Rounds of each mount/local pair, alternated; figures are medians.") var rounds = 3
 
     func run() throws {
         let base = (workDir as NSString).appendingPathComponent("granary-bench-\(getpid())")
@@ -26,12 +27,19 @@ struct MountBench: ParsableCommand {
         var report = BenchReport()
         let size = sizeMiB << 20
 
-        report.add("seq_write_mbps", try Self.sequentialWrite(mnt + "/seq", bytes: size))
-        report.add("local_write_mbps", try Self.sequentialWrite(local + "/seq", bytes: size))
-        Self.dropCaches()
-        report.add("warm_read_mbps", try Self.sequentialRead(mnt + "/seq"))
-        Self.dropCaches()
-        report.add("local_read_mbps", try Self.sequentialRead(local + "/seq"))
+        // The local disk of these shared VMs swings 2-3x within a minute, so
+        // each goal is measured as `rounds` mount/local pairs, alternated:
+        // a figure is the median of its samples, a goal's ratio the median of
+        // the pairs' ratios (each pair close in time), with its range beside it.
+        let rounds = max(1, self.rounds)
+        let write = try Self.paired(rounds, mount: { try Self.sequentialWrite(mnt + "/seq", bytes: size) },
+                                    local: { try Self.sequentialWrite(local + "/seq", bytes: size) })
+        report.add("seq_write_mbps", write.mount)
+        report.add("local_write_mbps", write.local)
+        let read = try Self.paired(rounds, mount: { Self.dropCaches(); return try Self.sequentialRead(mnt + "/seq") },
+                                   local: { Self.dropCaches(); return try Self.sequentialRead(local + "/seq") })
+        report.add("warm_read_mbps", read.mount)
+        report.add("local_read_mbps", read.local)
         _ = Self.shell("'\(BenchMountProcess.binary)' flush --state '\(state)' >/dev/null 2>&1")
         mount.stop()
         _ = Self.shell("rm -rf '\(state)/cache'")
@@ -43,10 +51,17 @@ struct MountBench: ParsableCommand {
         try Self.makeSmallFiles(src, count: files)
         // Both copies read the source cold: the second one would otherwise
         // find it in the page cache the first one filled.
-        Self.dropCaches()
-        report.add("small_files_s", Self.time { _ = Self.shell("cp -r '\(src)' '\(mnt)/small' && sync") })
-        Self.dropCaches()
-        report.add("local_small_files_s", Self.time { _ = Self.shell("cp -r '\(src)' '\(local)/small' && sync") })
+        var round = 0
+        let small = Self.paired(rounds, mount: {
+            round += 1
+            Self.dropCaches()
+            return Self.time { _ = Self.shell("cp -r '\(src)' '\(mnt)/small\(round)' && sync") }
+        }, local: {
+            Self.dropCaches()
+            return Self.time { _ = Self.shell("cp -r '\(src)' '\(local)/small\(round)' && sync") }
+        })
+        report.add("small_files_s", small.mount)
+        report.add("local_small_files_s", small.local)
         // The uploader seals the small files 2 s after they were written:
         // let it finish, so the metadata rates are not measured beside it.
         _ = Self.shell("'\(BenchMountProcess.binary)' flush --state '\(state)' >/dev/null 2>&1")
@@ -58,11 +73,35 @@ struct MountBench: ParsableCommand {
         report.add("stats_per_s", Double(n) / Self.time { for p in names { stat(p, &st) } })
         report.add("unlinks_per_s", Double(n) / Self.time { for p in names { unlink(p) } })
         // The goals as ratios of this run: >= 0.8, >= 0.6, <= 2.
-        func ratio(_ a: String, _ b: String) -> Double { report[b] > 0 ? report[a] / report[b] : 0 }
-        report.add("seq_write_ratio", ratio("seq_write_mbps", "local_write_mbps"))
-        report.add("warm_read_ratio", ratio("warm_read_mbps", "local_read_mbps"))
-        report.add("small_files_ratio", ratio("small_files_s", "local_small_files_s"))
+        for (name, pair) in [("seq_write_ratio", write), ("warm_read_ratio", read), ("small_files_ratio", small)] {
+            report.add(name, pair.ratio)
+            report.add(name + "_min", pair.ratios.min() ?? 0)
+            report.add(name + "_max", pair.ratios.max() ?? 0)
+        }
         print(report.render(json: json))
+    }
+
+    /// A goal's samples: `rounds` mount/local pairs, alternated.
+    struct Paired {
+        var mounts: [Double] = [], locals: [Double] = [], ratios: [Double] = []
+        var mount: Double { Self.median(mounts) }
+        var local: Double { Self.median(locals) }
+        /// Median of the pairs' mount/local ratios.
+        var ratio: Double { Self.median(ratios) }
+        static func median(_ v: [Double]) -> Double {
+            let s = v.sorted()
+            return s.isEmpty ? 0 : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+        }
+    }
+
+    static func paired(_ rounds: Int, mount: () throws -> Double, local: () throws -> Double) rethrows -> Paired {
+        var p = Paired()
+        for _ in 0..<rounds {
+            let m = try mount(), l = try local()
+            p.mounts.append(m); p.locals.append(l)
+            p.ratios.append(l > 0 ? m / l : 0)
+        }
+        return p
     }
 
     static func time(_ body: () throws -> Void) rethrows -> Double {
