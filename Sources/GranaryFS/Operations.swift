@@ -40,7 +40,7 @@ extension GranaryFS {
             }
             conn.pointee.max_read = UInt32(GranaryFS.maxRead)
             conn.pointee.max_write = 1 << 20
-            conn.pointee.max_readahead = 1 << 20
+            conn.pointee.max_readahead = UInt32(GranaryFS.readAheadBytes)
         }
 
         ops.lookup = { req, parent, name in
