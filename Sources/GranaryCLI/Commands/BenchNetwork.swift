@@ -45,9 +45,11 @@ struct NetworkBench: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: work) }
         let totalBytes = size << 20
 
-        // Baseline: local copy with fsync at the end.
-        let localSeconds = try Self.localCopy(bytes: totalBytes, path: work + "/local-copy")
-        log.info("local copy: \(String(format: "%.1f", Double(totalBytes) / localSeconds / 1e6)) MB/s")
+        // Baseline: local copy with fsync at the end. This VM's disk swings
+        // 2x within a minute, so it is copied three times (here and twice at
+        // the end) and the median is the baseline.
+        var localSamples = [try Self.localCopy(bytes: totalBytes, path: work + "/local-copy")]
+        log.info("local copy: \(String(format: "%.1f", Double(totalBytes) / localSamples[0] / 1e6)) MB/s")
 
         // The network.
         var children: [ManagedChild] = []
@@ -180,6 +182,8 @@ struct NetworkBench: AsyncParsableCommand {
         let timings = engine.store.timings.snapshot
         let status = engine.status()
         await engine.stop()
+        for _ in 0..<2 { localSamples.append(try Self.localCopy(bytes: totalBytes, path: work + "/local-copy")) }
+        let localSeconds = localSamples.sorted()[1]
 
         let mb = Double(totalBytes) / 1e6
         var breakdown: [String: Double] = [
@@ -199,6 +203,9 @@ struct NetworkBench: AsyncParsableCommand {
         }
         let result: [String: Any] = [
             "upload_mbps": mb / uploadSeconds, "cold_download_mbps": mb / downloadSeconds, "local_copy_mbps": mb / localSeconds,
+            "local_copy_samples_mbps": localSamples.map { (mb / $0 * 10).rounded() / 10 },
+            // The issue's goals: upload >= 0.3 and cold download >= 0.4 of the local copy.
+            "upload_ratio": localSeconds / uploadSeconds, "cold_download_ratio": localSeconds / downloadSeconds,
             "size_mib": size, "farmers": status.farmers.count, "scheme": scheme.description, "segments": segmentCount,
             "breakdown": breakdown.mapValues { ($0 * 1000).rounded() / 1000 },
         ]
