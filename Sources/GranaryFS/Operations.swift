@@ -170,11 +170,7 @@ extension GranaryFS {
                 let a = try fs.store.getattr(UInt64(ino))
                 if a.isDirectory { throw FSError.isDirectory }
                 try fs.store.open(UInt64(ino))
-                if let fi {
-                    fi.pointee.fh = (fi.pointee.flags & O_APPEND) != 0 ? 1 : 0
-                    fi.pointee.keep_cache = 1
-                    fi.pointee.noflush = 1  // flush does nothing here: spare the kernel a request per close
-                }
+                if let fi { GranaryFS.prepareOpenFile(fi) }
                 fuse_reply_open(req, fi)
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
         }
@@ -184,11 +180,7 @@ extension GranaryFS {
             do {
                 let a = try fs.store.create(parent: UInt64(parent), name: GranaryFS.name(name), mode: mode, caller: GranaryFS.caller(req))
                 var e = fs.entry(a)
-                if let fi {
-                    fi.pointee.fh = (fi.pointee.flags & O_APPEND) != 0 ? 1 : 0
-                    fi.pointee.keep_cache = 1
-                    fi.pointee.noflush = 1  // flush does nothing here: spare the kernel a request per close
-                }
+                if let fi { GranaryFS.prepareOpenFile(fi) }
                 fuse_reply_create(req, &e, fi)
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
         }
@@ -316,6 +308,18 @@ extension GranaryFS {
             }
         }
         return ops
+    }
+
+    /// How the kernel treats an open file (open and create).
+    static func prepareOpenFile(_ fi: UnsafeMutablePointer<fuse_file_info>) {
+        fi.pointee.fh = (fi.pointee.flags & O_APPEND) != 0 ? 1 : 0
+        fi.pointee.keep_cache = 1
+        fi.pointee.noflush = 1  // flush does nothing here: spare the kernel a request per close
+        // Write-only: nothing to cache, so skip the kernel's copy into its
+        // page cache (and its security.capability lookup: the write's
+        // KILL_SUIDGID flag does that job). The kernel drops the cached
+        // pages a direct write overlaps, so other descriptors stay coherent.
+        if fi.pointee.flags & O_ACCMODE == O_WRONLY { fi.pointee.direct_io = 1 }
     }
 
     /// Zeros for holes, shared by every reply (never written).

@@ -51,6 +51,19 @@ with open(p("holes"), "wb") as f:
     f.seek(4096); f.write(b"x" * 100)
 data = open(p("holes"), "rb").read()
 check(len(data) == (10 << 20) + 3 and data[:4096] == bytes(4096) and data[4096:4196] == b"x" * 100 and data[-3:] == b"end" and data[5000:(10 << 20)] == bytes((10 << 20) - 5000), "holes read as zeros")
+# write-only descriptors bypass the kernel's page cache (direct I/O): what
+# they write is seen by a descriptor that cached the page and by a mapping
+import mmap
+open(p("coherent"), "wb").write(b"A" * 8192)
+rd = os.open(p("coherent"), os.O_RDWR)
+check(os.pread(rd, 4, 0) == b"AAAA", "read before a write-only write")
+wo = os.open(p("coherent"), os.O_WRONLY); os.pwrite(wo, b"BBBB", 0); os.close(wo)
+check(os.pread(rd, 4, 0) == b"BBBB", "a cached descriptor sees a write-only descriptor's write")
+mp = mmap.mmap(rd, 8192)
+wo = os.open(p("coherent"), os.O_WRONLY); os.pwrite(wo, b"CCCC", 4096); os.close(wo)
+check(mp[4096:4100] == b"CCCC", "a mapping sees a write-only descriptor's write")
+mp[0:4] = b"DDDD"; mp.flush(); mp.close(); os.close(rd)
+check(open(p("coherent"), "rb").read(4) == b"DDDD", "a mapping's write reads back")
 # small files: cut and extended, grown past their first home, and new ones
 # where deleted ones were never show old bytes
 open(p("small"), "wb").write(b"s" * 60000); os.truncate(p("small"), 10); os.truncate(p("small"), 50000)
@@ -229,6 +242,11 @@ check(os.stat(p("sg", "sub")).st_gid == 4242 and os.stat(p("sg", "sub")).st_mode
 open(p("suid"), "w").write("x"); os.chmod(p("suid"), 0o6777)
 check(as_user(lambda: open(p("suid"), "a").write("y") and None) == 0, "other user writes a 0777 file")
 check(os.stat(p("suid")).st_mode & 0o6000 == 0, "write by another user clears suid/sgid")
+os.chmod(p("suid"), 0o6777)
+def write_rw():
+    with open(p("suid"), "r+b") as f: f.write(b"w")
+check(as_user(write_rw) == 0, "other user writes a 0777 file through a read-write descriptor")
+check(os.stat(p("suid")).st_mode & 0o6000 == 0, "a read-write descriptor's write by another user clears suid/sgid")
 os.chmod(p("suid"), 0o4755); os.chown(p("suid"), 1, 1)
 check(os.stat(p("suid")).st_mode & stat.S_ISUID == 0, "chown clears suid")
 os.chmod(p("suid"), 0o6755); os.chown(p("suid"), -1, -1)
