@@ -1,7 +1,7 @@
 import CSodium
 
-/// BLAKE2b (libsodium's `crypto_generichash`), the one hash Granary uses:
-/// node IDs, chunk IDs, chunk keys and Merkle trees.
+/// BLAKE2b (libsodium's `crypto_generichash`): node IDs, chunk keys and
+/// small records. Bulk data (chunk IDs, Merkle trees) hashes with `Blake3`.
 public enum Blake2b {
     /// 256-bit digest of `data`, optionally keyed (keys of 16...64 bytes).
     public static func hash256(_ data: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer? = nil) -> Hash256 {
@@ -26,18 +26,6 @@ public enum Blake2b {
             }
             return hash256(d, key: nil)
         }
-    }
-
-    /// 256-bit digest with a 16-byte personalisation, which domain-separates
-    /// hashes at no extra cost (it lives in BLAKE2b's parameter block, so no
-    /// extra compression is spent, unlike a prefix byte).
-    @inline(__always)
-    static func hash256(_ data: UnsafeRawPointer, count: Int, personal: UnsafePointer<UInt8>, into out: UnsafeMutableRawPointer) {
-        let rc = crypto_generichash_blake2b_salt_personal(
-            out.assumingMemoryBound(to: UInt8.self), 32,
-            data.assumingMemoryBound(to: UInt8.self), UInt64(count),
-            nil, 0, nil, personal)
-        precondition(rc == 0, "crypto_generichash_blake2b_salt_personal failed")
     }
 }
 

@@ -62,21 +62,19 @@ public struct MerkleTree: Sendable {
         precondition(leafHashes.count >= 32 && leafHashes.count % 32 == 0)
         var levels = [leafHashes]
         let key = Self.nodeKey
-        do {
-            while levels[levels.count - 1].count > 32 {
-                let below = levels[levels.count - 1]
-                let c = below.count / 32
-                var above = [UInt8](repeating: 0, count: ((c + 1) / 2) * 32)
-                below.withUnsafeBytes { b in
-                    above.withUnsafeMutableBytes { a in
-                        for j in 0..<(c / 2) {
-                            Blake3.hash256(b.baseAddress! + j * 64, count: 64, key: key, into: a.baseAddress! + j * 32)
-                        }
-                        if c % 2 == 1 { (a.baseAddress! + (c / 2) * 32).copyMemory(from: b.baseAddress! + (c - 1) * 32, byteCount: 32) }
+        while levels[levels.count - 1].count > 32 {
+            let below = levels[levels.count - 1]
+            let c = below.count / 32
+            var above = [UInt8](repeating: 0, count: ((c + 1) / 2) * 32)
+            below.withUnsafeBytes { b in
+                above.withUnsafeMutableBytes { a in
+                    for j in 0..<(c / 2) {
+                        Blake3.hash256(b.baseAddress! + j * 64, count: 64, key: key, into: a.baseAddress! + j * 32)
                     }
+                    if c % 2 == 1 { (a.baseAddress! + (c / 2) * 32).copyMemory(from: b.baseAddress! + (c - 1) * 32, byteCount: 32) }
                 }
-                levels.append(above)
             }
+            levels.append(above)
         }
         self.levels = levels
     }
@@ -135,15 +133,12 @@ public struct MerkleTree: Sendable {
         // bytes (or 0 bytes only for a one-leaf, empty piece).
         let minBytes = includesLast ? (n - 1) * leafSize + (proof.leafCount == 1 ? 0 : 1) : n * leafSize
         guard leafData.count >= minBytes, leafData.count <= n * leafSize else { return false }
-        var current = [Hash256](repeating: .zero, count: n)
-        var out = [UInt8](repeating: 0, count: 32)
-        for i in 0..<n {
-            let start = i * leafSize, len = min(leafSize, leafData.count - start)
-            out.withUnsafeMutableBytes { o in
-                Blake3.hash256(leafData.baseAddress.map { $0 + start }, count: len, key: leafKey, into: o.baseAddress!)
-                current[i] = Hash256(unsafeBytes: o.baseAddress!)
-            }
+        // The checks above make leafData exactly n leaves.
+        var current = withUnsafeTemporaryAllocation(byteCount: n * 32, alignment: 8) { hashes in
+            Blake3.leaves(leafData, leafSize: leafSize, key: leafKey, into: hashes.baseAddress!)
+            return (0..<n).map { Hash256(unsafeBytes: UnsafeRawPointer(hashes.baseAddress! + $0 * 32)) }
         }
+        var out = [UInt8](repeating: 0, count: 32)
         var lo = proof.leaves.lowerBound, hi = proof.leaves.upperBound, c = proof.leafCount
         var next = proof.hashes.makeIterator()
         var pair = [UInt8](repeating: 0, count: 64)
