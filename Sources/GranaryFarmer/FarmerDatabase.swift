@@ -54,11 +54,7 @@ enum FarmerDatabase {
         // Transfer protocol 2 hashes pieces' Merkle trees with BLAKE3; the
         // leaf hashes kept for older pieces would fail every audit.
         m.registerMigration("v2: BLAKE3 Merkle trees") { db in
-            let pieces = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pieces") ?? 0
-            if pieces > 0 {
-                throw RetiredFormatError(database: "farmer.db", holding: "\(pieces) pieces with BLAKE2b Merkle trees",
-                                         change: "pieces' Merkle trees hash with BLAKE3 since transfer protocol 2 (2026-12-05)")
-            }
+            try RetiredFormatError.refuseBlake2bPieces(db, table: "pieces", database: "farmer.db", kept: "trees")
         }
         return m
     }

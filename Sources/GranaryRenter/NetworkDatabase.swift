@@ -162,11 +162,7 @@ public final class NetworkDatabase: Sendable {
         // roots recorded here for older pieces cannot check a farmer's
         // proofs any more, and only re-uploading could replace them.
         m.registerMigration("v3: BLAKE3 Merkle roots") { db in
-            let pieces = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pieces") ?? 0
-            if pieces > 0 {
-                throw RetiredFormatError(database: "network.db", holding: "\(pieces) pieces with BLAKE2b Merkle roots",
-                                         change: "pieces' Merkle trees hash with BLAKE3 since transfer protocol 2 (2026-12-05)")
-            }
+            try RetiredFormatError.refuseBlake2bPieces(db, table: "pieces", database: "network.db", kept: "roots")
         }
         return m
     }
