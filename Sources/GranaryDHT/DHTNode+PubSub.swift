@@ -32,8 +32,9 @@ public struct SubscriptionToken: Sendable, Hashable {
 ///  - a node reached because a subscriber lies i hops beyond it follows
 ///    that gradient: level-0 neighbours plus those at the shallowest level
 ///    at most i-1;
-///  - a freely routing node that finds no match sends to one random
-///    neighbour (a random walk, until the hop limit);
+///  - a node that finds no match sends to one random neighbour (a random
+///    walk: until the hop limit when routing freely, three hops on from
+///    the end of a broken gradient);
 ///  - a hop limit, the publication's list of nodes already covered on its
 ///    branch, and a seen-cache bound the traffic.
 /// Filters are exchanged every `filterExchangeInterval`; those messages are
@@ -200,6 +201,9 @@ extension DHTNode {
               covered: Array(m.covered.prefix(128)), from: sender.id)
     }
 
+    /// Hops a publication walks on from the end of a broken gradient.
+    static let deadEndWalkHops = 3
+
     static func prefix64(_ id: Hash256) -> UInt64 {
         id.bytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
     }
@@ -218,12 +222,22 @@ extension DHTNode {
         let deeper = levels.filter { ($0.1 ?? 0) > 0 }
         if budget < 0 {
             if let m = deeper.map({ $0.1! }).min() { selected += deeper.filter { $0.1 == m } }
-            if selected.isEmpty { selected = [(candidates.randomElement()!.contact, nil)] }
         } else if budget >= 1 {
             let usable = deeper.filter { $0.1! <= budget }
             if let m = usable.map({ $0.1! }).min() { selected += usable.filter { $0.1 == m } }
         }
-        guard !selected.isEmpty else { return 0 }
+        // A gradient that ends here (a Bloom false positive, or a filter not
+        // yet updated after a subscriber left or a neighbour changed) goes on
+        // as a short random walk instead of dying: dropping it was the whole
+        // shortfall when 100-node delivery fell to 90% on a loaded machine.
+        // Short, since a fresh gradient is usually a hop or two away: walks
+        // to the hop limit from every dead end took the 100-node test to
+        // 4.97 datagrams per delivery (limit 5); three hops, 4.1 to 4.4.
+        var hops = hopsLeft - 1
+        if selected.isEmpty {
+            selected = [(candidates.randomElement()!.contact, nil)]
+            if budget >= 0 { hops = min(hops, Self.deadEndWalkHops) }
+        }
         var newCovered = covered
         newCovered.append(Self.prefix64(id))
         for (c, _) in selected { newCovered.append(Self.prefix64(c.id)) }
@@ -231,7 +245,7 @@ extension DHTNode {
         for (c, level) in selected {
             var p = Granary_DhtPublish()
             p.offer = offer.envelope
-            p.hopsLeft = UInt32(hopsLeft - 1)
+            p.hopsLeft = UInt32(hops)
             p.levelBudget = Int32(level.map { max(0, $0 - 1) } ?? -1)
             p.covered = newCovered
             counters.update { $0.publishSent += 1 }
