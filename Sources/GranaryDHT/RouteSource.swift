@@ -34,7 +34,7 @@ extension DHTAddress {
             }
         }
         guard ok == 0 else { return nil }
-        let source = DHTAddress(host: String(cString: text), port: 0)
+        let source = DHTAddress(host: String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), port: 0)
         return source.isUnspecified ? nil : source.host
     }
 }
