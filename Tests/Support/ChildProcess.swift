@@ -52,18 +52,25 @@ public final class ChildProcess: @unchecked Sendable {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
-            let data = h.availableData
-            guard let self, !data.isEmpty else { return }
-            self.lock.lock()
-            self.partial.append(data)
-            while let nl = self.partial.firstIndex(of: 0x0a) {
-                let line = String(decoding: self.partial[self.partial.startIndex..<nl], as: UTF8.self)
-                self.lines.append(line)
-                self.partial.removeSubrange(self.partial.startIndex...nl)
+        // A reader thread, not FileHandle.readabilityHandler: that handler
+        // fires without end at EOF unless cleared, and its dispatch source,
+        // still registered when the handle closed its descriptor, once
+        // crashed the whole test process in libdispatch (SIGILL in
+        // _dispatch_source_refs_finalize_unregistration).
+        let reader = pipe.fileHandleForReading
+        let readerThread = Thread { [weak self] in
+            let fd = reader.fileDescriptor
+            var buffer = [UInt8](repeating: 0, count: 64 << 10)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }  // EOF: the child and everything it started have exited
+                self?.take(buffer[0..<n])
             }
-            self.lock.unlock()
+            withExtendedLifetime(reader) {}  // the descriptor stays open until here
         }
+        readerThread.name = "child-output"
+        readerThread.start()
         try ProcessSpawner.run(process)  // children's PR_SET_PDEATHSIG follows the spawning thread
     }
 
@@ -73,6 +80,17 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     public var output: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+
+    /// Splits what the child wrote into lines.
+    private func take(_ data: ArraySlice<UInt8>) {
+        lock.lock()
+        partial.append(contentsOf: data)
+        while let nl = partial.firstIndex(of: 0x0a) {
+            lines.append(String(decoding: partial[partial.startIndex..<nl], as: UTF8.self))
+            partial.removeSubrange(partial.startIndex...nl)
+        }
+        lock.unlock()
+    }
     public var pid: Int32 { process.processIdentifier }
     public var isRunning: Bool { process.isRunning }
 
