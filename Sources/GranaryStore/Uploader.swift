@@ -303,12 +303,15 @@ extension GranaryStore {
     private func startCommit(_ segID: Hash256, _ segment: inout SegmentBuffer, _ newBlobs: inout [(Hash256, BlobLocation)], _ pending: inout [Pending]) -> SegmentCommit {
         var upload: Blocking.Handle<Void>?
         let count = segment.count
-        let bytes = segment.take()
-        segment = SegmentBuffer(storage: uploader.takeSegmentStorage(capacity: maxSegmentSize))
-        if !bytes.isEmpty {
-            let store = segments
+        var bytes = segment.take()
+        if bytes.isEmpty {
+            segment = SegmentBuffer(storage: bytes)  // nothing to store (known chunks only): keep the storage
+            bytes = []
+        } else {
+            segment = SegmentBuffer(storage: uploader.takeSegmentStorage(capacity: maxSegmentSize))
+            let store = segments, packed = bytes
             inFlight.insert(segID)  // never taken for an orphan before it is recorded
-            upload = Blocking.start { try await store.put(segID, bytes: bytes) }
+            upload = Blocking.start { try await store.put(segID, bytes: packed) }
         }
         let commit = SegmentCommit(segID: segID, byteCount: count, newBlobs: newBlobs, pending: pending,
                                    chunkIDs: Set(newBlobs.map(\.0)), upload: upload, storage: bytes)
