@@ -303,11 +303,10 @@ extension GranaryStore {
     private func startCommit(_ segID: Hash256, _ segment: inout SegmentBuffer, _ newBlobs: inout [(Hash256, BlobLocation)], _ pending: inout [Pending]) -> SegmentCommit {
         var upload: Blocking.Handle<Void>?
         let count = segment.count
-        var bytes = segment.take()
-        if bytes.isEmpty {
-            segment = SegmentBuffer(storage: bytes)  // nothing to store (known chunks only): keep the storage
-            bytes = []
-        } else {
+        // Nothing to store (known chunks only): the buffer keeps its storage.
+        var bytes: [UInt8] = []
+        if !segment.isEmpty {
+            bytes = segment.take()
             segment = SegmentBuffer(storage: uploader.takeSegmentStorage(capacity: maxSegmentSize))
             let store = segments, packed = bytes
             inFlight.insert(segID)  // never taken for an orphan before it is recorded

@@ -91,6 +91,7 @@ public final class ChildProcess: @unchecked Sendable {
         }
         lock.unlock()
     }
+
     public var pid: Int32 { process.processIdentifier }
     public var isRunning: Bool { process.isRunning }
 
