@@ -118,22 +118,24 @@ extension GranaryStore {
         }
         persistLocked(f)
         if wasSynced { syncDatabase() }
-        discardDirty(f.ino, idx, d)
+        discardDirty(f, idx, d)
         return moved
     }
 
-    /// Fetches a clean chunk's plaintext from segment storage into the
-    /// cache; bounded by the read timeout. Concurrent fetches of one chunk
-    /// share a single read.
-    func fetchIntoCache(_ id: Hash256) throws(FSError) {
-        if cleanCache.contains(id) { return }
-        try fetches.fetch(id) { () throws(FSError) in
-            if cleanCache.contains(id) { return }  // another fetch just finished
-            try fetchUncached(id)
+    /// A clean chunk's plaintext, open for reading: from the cache, else
+    /// fetched from segment storage into it (bounded by the read timeout).
+    /// Concurrent fetches of one chunk share a single read. What is
+    /// returned stays readable even if the cache evicts it at once (a
+    /// budget smaller than the chunks being read).
+    func fetchCached(_ id: Hash256) throws(FSError) -> CachedChunk {
+        if let c = cleanCache.open(id) { return c }
+        return try fetches.fetch(id) { () throws(FSError) in
+            if let c = cleanCache.open(id) { return c }  // another fetch just finished
+            return try fetchUncached(id)
         }
     }
 
-    private func fetchUncached(_ id: Hash256) throws(FSError) {
+    private func fetchUncached(_ id: Hash256) throws(FSError) -> CachedChunk {
         func location() -> BlobLocation? {
             blobLock.lock(); defer { blobLock.unlock() }
             return blobs[id]
@@ -166,19 +168,26 @@ extension GranaryStore {
         }
         let path = cleanCache.path(id)
         let tmp = path + ".\(UInt64.random(in: 0 ... .max)).tmp"
-        let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .io }
+        let fd = Glibc.open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            log.error("cannot create \(tmp): \(String(cString: strerror(errno)))")
+            throw errno == ENOSPC ? .noSpace : .io
+        }
         let ok = plain.withUnsafeBytes { pwriteFull(fd, $0.baseAddress!, $0.count, 0) }
-        close(fd)
-        guard ok, Glibc.rename(tmp, path) == 0 else { Glibc.unlink(tmp); throw .io }
+        guard ok, Glibc.rename(tmp, path) == 0 else {
+            log.error("cannot write \(tmp): \(String(cString: strerror(errno)))")
+            close(fd); Glibc.unlink(tmp); throw .io
+        }
+        // Kept open: the insert may evict it at once when the budget is small.
+        let chunk = CachedChunk(file: fd)
         cleanCache.insert(id, size: UInt64(plain.count))
+        return chunk
     }
 
     /// Fetches a dirty chunk's base and fills what was not written over it.
     func mergeBase(_ f: FileData, _ idx: Int, _ d: DirtyChunk) throws(FSError) {
         guard let base = d.base else { return }
-        try fetchIntoCache(base)
-        guard let src = cleanCache.open(base) else { throw .io }
+        let src = try fetchCached(base)
         let buf = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buf.deallocate() }
         for (s, e) in d.ranges.gaps(below: d.baseLimit) {
@@ -222,13 +231,9 @@ extension GranaryStore {
     /// them through a buffer (splice). Returns the count (0 at EOF).
     public func read(_ ino: UInt64, offset: UInt64, count: Int, reply: ([ReadPiece]) -> Void) throws(FSError) -> Int {
         guard let f = fileData(ino) else { throw .isDirectory }
+        readActivity.noteRead()
         f.lock.lock()
         defer { f.lock.unlock() }
-        metaLock.lock()
-        let size = inodes[ino]?.attr.size ?? 0
-        metaLock.unlock()
-        if offset >= size || count == 0 { reply([]); return 0 }
-        let total = Int(min(UInt64(count), size - offset))
         let sequential = offset == f.lastReadEnd
         var pieces: [ReadPiece] = []
         pieces.reserveCapacity(4)
@@ -237,53 +242,66 @@ extension GranaryStore {
             if avail > 0 { pieces.append(.file(fd: fd, offset: position, count: avail)) }
             if avail < n { pieces.append(.zeros(n - avail)) }
         }
-        var done = 0
         var fetchedCold = false
-        var fetchedIndex: Int?
-        while done < total {
-            let pos = Int(offset) + done
-            let idx = pos / chunkSize
-            let within = pos % chunkSize
-            let n = min(chunkSize - within, total - done)
-            switch f.chunks[idx] {
-            case nil:
-                pieces.append(.zeros(n))
-            case let .dirty(d)?:
-                if d.base != nil && !d.ranges.covers(within, within + n) { try mergeBase(f, idx, d) }
-                // The cache file may be shorter than the chunk (a hole at
-                // its end reads as zeros).
-                guard let stored = d.storedLength() else { throw .io }
-                add(d.fd, at: d.origin + within, n, fileLength: d.origin + stored)
-            case let .clean(id, length)?:
-                let cached: CachedChunk
-                if let e = f.cleanFDs[idx], e.id == id { cached = e.chunk } else {
-                    f.closeCleanFD(idx)
-                    if let o = openCached(id) { cached = o } else if fetchedIndex == idx {
-                        throw .io  // fetched once already in this read and gone again (cache budget too small)
-                    } else {
-                        // The network read runs without the file's lock, so
-                        // other reads and writes of the file go on; then this
-                        // chunk is looked at again (it may have changed).
-                        f.lock.unlock()
-                        var failure: FSError?
-                        do { try fetchIntoCache(id) } catch { failure = error }
-                        f.lock.lock()
-                        if let failure { throw failure }
-                        fetchedCold = true
-                        fetchedIndex = idx
-                        continue
+        var total = 0
+        gather: while true {
+            metaLock.lock()
+            let size = inodes[ino]?.attr.size ?? 0
+            metaLock.unlock()
+            if offset >= size || count == 0 { reply([]); return 0 }
+            total = Int(min(UInt64(count), size - offset))
+            pieces.removeAll(keepingCapacity: true)
+            var done = 0
+            while done < total {
+                let pos = Int(offset) + done
+                let idx = pos / chunkSize
+                let within = pos % chunkSize
+                let n = min(chunkSize - within, total - done)
+                switch f.chunks[idx] {
+                case nil:
+                    pieces.append(.zeros(n))
+                case let .dirty(d)?:
+                    if d.base != nil && !d.ranges.covers(within, within + n) { try mergeBase(f, idx, d) }
+                    // The cache file may be shorter than the chunk (a hole at
+                    // its end reads as zeros).
+                    guard let stored = d.storedLength() else { throw .io }
+                    add(d.fd, at: d.origin + within, n, fileLength: d.origin + stored)
+                case let .clean(id, length)?:
+                    let cached: CachedChunk
+                    if let e = f.cleanFDs[idx], e.id == id { cached = e.chunk } else {
+                        f.closeCleanFD(idx)
+                        if let o = openCached(id) { cached = o } else {
+                            // The network read runs without the file's lock, so
+                            // other reads and writes of the file go on. They may
+                            // close or reuse what the pieces gathered so far
+                            // point at (a truncate, a reader evicting, the
+                            // uploader), and change the size: gather again.
+                            f.lock.unlock()
+                            var fetched: CachedChunk?
+                            var failure: FSError?
+                            do { fetched = try fetchCached(id) } catch { failure = error }
+                            f.lock.lock()
+                            if let failure { throw failure }
+                            if case .clean(id, _)? = f.chunks[idx], let fetched { f.cleanFDs[idx] = (id, fetched) }
+                            fetchedCold = true
+                            continue gather
+                        }
+                        f.cleanFDs[idx] = (id, cached)
                     }
-                    f.cleanFDs[idx] = (id, cached)
+                    add(cached.fd, at: cached.origin + within, n, fileLength: cached.origin + min(length, cached.capacity))
                 }
-                add(cached.fd, at: cached.origin + within, n, fileLength: cached.origin + min(length, cached.capacity))
+                done += n
             }
-            done += n
+            break
         }
         f.lastReadEnd = offset + UInt64(total)
         let lastIndex = (Int(offset) + total - 1) / chunkSize
-        if sequential { openAhead(f, lastIndex + 1) }
+        let ahead = sequential ? openAhead(f, lastIndex + 1) : nil
         if sequential || fetchedCold { readAhead(f, after: lastIndex) }
         reply(pieces)
+        // The next chunk's disk read is asked for once this reply is out:
+        // the advice allocates and queues its pages, which takes a while.
+        ahead?.advise()
         return total
     }
 
@@ -298,19 +316,22 @@ extension GranaryStore {
     }
 
     /// A sequential read opens the next chunk ahead of it (f.lock held), so
-    /// its disk reads overlap the replies of this one.
-    private func openAhead(_ f: FileData, _ idx: Int) {
-        guard f.openedAhead != idx else { return }
+    /// its disk reads overlap the replies of this one. Returns what to
+    /// advise the kernel to read in once the reply is out.
+    private func openAhead(_ f: FileData, _ idx: Int) -> ReadAheadAdvice? {
+        guard f.openedAhead != idx else { return nil }
         f.openedAhead = idx
         switch f.chunks[idx] {
         case let .clean(id, _)?:
-            if f.cleanFDs[idx]?.id == id { return }
+            if f.cleanFDs[idx]?.id == id { return nil }
             f.closeCleanFD(idx)
-            if let c = openCached(id) { f.cleanFDs[idx] = (id, c) }
+            guard let c = cleanCache.open(id) else { return nil }
+            f.cleanFDs[idx] = (id, c)
+            return ReadAheadAdvice(clean: c, dirty: nil)
         case let .dirty(d)?:
-            _ = posix_fadvise(d.fd, off_t(d.origin), off_t(d.slot == nil ? 0 : ChunkSlab.slotSize), POSIX_FADV_WILLNEED)
+            return ReadAheadAdvice(clean: nil, dirty: d)
         case nil:
-            return
+            return nil
         }
     }
 
@@ -324,7 +345,7 @@ extension GranaryStore {
         // A plain thread, never a Dispatch worker: blocking those starves
         // the Swift concurrency pool the segment store's reads run on.
         let t = Thread { [self] in
-            for id in ids { try? fetchIntoCache(id) }
+            for id in ids { _ = try? fetchCached(id) }
         }
         t.start()
     }
@@ -418,7 +439,7 @@ extension GranaryStore {
         needsPersist.insert(f.ino)
         metaLock.unlock()
         persistLocked(f)
-        for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
+        for (idx, d) in dropped { discardDirty(f, idx, d) }
     }
 
     public static let fallocKeepSize: Int32 = 1

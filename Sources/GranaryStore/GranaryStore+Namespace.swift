@@ -327,7 +327,7 @@ extension GranaryStore {
             log.error("meta.db: cannot delete chunks of inode \(ino): \(error)")
         }
         for (idx, state) in f.chunks {
-            if case let .dirty(d) = state { discardDirty(ino, idx, d) }
+            if case let .dirty(d) = state { discardDirty(f, idx, d) }
         }
         f.chunks.removeAll()
         compactor?.invalidateUsage()

@@ -16,6 +16,10 @@ public struct StoreConfiguration: Sendable {
     public var readTimeout: Double = 30
     /// Writes get ENOSPC when the cache disk has less free space than this.
     public var minimumFreeDisk: UInt64 = 128 << 20
+    /// While the mount is being read, the uploader seals at most this many
+    /// bytes per second (0: no limit), leaving the cache disk and the cores
+    /// to the reads. Flushes are never held back.
+    public var uploadRateWhileReading: UInt64 = 64 << 20
     /// When and how fast segments are compacted and garbage collected.
     public var compaction = CompactionConfiguration()
 
@@ -63,6 +67,7 @@ public final class GranaryStore: @unchecked Sendable {
     /// Slots for the dirty bytes of small chunks (one shared cache file).
     let slab: ChunkSlab
     let cacheSpace = FreeSpaceGauge()
+    let readActivity = ReadActivity()
     let cleanCache: CleanCache
     let maxSegmentSize: Int
 
@@ -244,8 +249,8 @@ public final class GranaryStore: @unchecked Sendable {
     /// Drops a dirty chunk's cached bytes: its own file, or its slot. A
     /// slot is let go only once meta.db no longer names it (the caller has
     /// committed the chunk's new row).
-    func discardDirty(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk) {
-        if let slot = d.slot { slab.retire(slot) } else { close(d.fd); Glibc.unlink(dirtyPath(ino, idx)) }
+    func discardDirty(_ f: FileData, _ idx: Int, _ d: DirtyChunk) {
+        if let slot = d.slot { slab.retire(slot) } else { close(d.fd); Glibc.unlink(dirtyPath(f.ino, idx)) }
     }
 
     /// Makes retired slab slots reusable once the commits that let go of

@@ -16,6 +16,11 @@ final class UploaderState: @unchecked Sendable {
     var uploadedBytes: UInt64 = 0
     var uploadedSegments = 0
     var lastError: String?
+    /// A flush or stop is waiting: a pass stops yielding to reads.
+    var hurried: Bool {
+        cond.lock(); defer { cond.unlock() }
+        return forceRequests > 0 || stopping
+    }
     /// (time, uploaded bytes) samples for the rate.
     var samples: [(UInt64, UInt64)] = []
     /// Segment storage back from finished uploads, reused (see `SegmentBuffer`).
@@ -177,6 +182,7 @@ extension GranaryStore {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
         var ok = true
+        var pacer = UploadPacer(bytesPerSecond: force ? 0 : config.uploadRateWhileReading)
         let segID0 = Hash256.random()
         var segID = segID0
         // The previous segment uploads while the next one is sealed; it is
@@ -193,6 +199,7 @@ extension GranaryStore {
             }
             f.lock.unlock()
             for idx in candidates.sorted() {
+                pacer.waitTurn(readActivity) { uploader.hurried }
                 f.lock.lock()
                 guard !f.freed, case let .dirty(d)? = f.chunks[idx] else { f.lock.unlock(); continue }
                 if d.base != nil {
@@ -212,7 +219,7 @@ extension GranaryStore {
                     f.chunks[idx] = nil
                     f.changed.insert(idx)
                     persistLocked(f)
-                    discardDirty(f.ino, idx, d)
+                    discardDirty(f, idx, d)
                     f.lock.unlock()
                     continue
                 }
@@ -224,6 +231,7 @@ extension GranaryStore {
                 f.lock.unlock()
 
                 let plain = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
+                pacer.sealed(length)
                 let id = sealer.chunkID(of: plain)
                 blobLock.lock()
                 let known = blobs[id] != nil || uploading?.chunkIDs.contains(id) == true
@@ -403,7 +411,7 @@ extension GranaryStore {
             }
             f.chunks[p.idx] = newState
             f.changed.remove(p.idx)
-            keepAsCleanCopy(f.ino, p.idx, d, id: p.id, length: p.length)
+            keepAsCleanCopy(f, p.idx, d, id: p.id, length: p.length)
             uploaded += UInt64(p.length)
         }
         uploader.record(bytes: uploaded)
@@ -413,10 +421,10 @@ extension GranaryStore {
     /// they are: its own file is renamed into the clean cache; a slab slot
     /// is kept as it is (no copy, no new file). The chunk's clean row is
     /// committed, so no row names the slot any more.
-    private func keepAsCleanCopy(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk, id: Hash256, length: Int) {
+    private func keepAsCleanCopy(_ f: FileData, _ idx: Int, _ d: DirtyChunk, id: Hash256, length: Int) {
         if let slot = d.slot {
             if !cleanCache.insert(id, slot: slot, size: UInt64(min(length, ChunkSlab.slotSize))) {
-                discardDirty(ino, idx, d)  // the same content is cached already
+                discardDirty(f, idx, d)  // the same content is cached already
             }
             return
         }
@@ -427,7 +435,7 @@ extension GranaryStore {
         var st = stat()
         if fstat(d.fd, &st) == 0 && Int(st.st_size) < length { _ = ftruncate(d.fd, off_t(length)) }
         close(d.fd)
-        let from = dirtyPath(ino, idx)
+        let from = dirtyPath(f.ino, idx)
         let to = cleanCache.path(id)
         if Glibc.rename(from, to) == 0 {
             cleanCache.insert(id, size: UInt64(max(Int(st.st_size), length)))

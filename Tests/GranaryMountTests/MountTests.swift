@@ -65,6 +65,28 @@ struct MountTests {
         }
     }
 
+    /// Parallel O_DIRECT reads while files are rewritten, truncated,
+    /// recreated, uploaded and evicted from a cache smaller than one chunk
+    /// return only bytes of their own file, and never EIO (a chunk fetched
+    /// for a read was once evicted by another fetch before the read could
+    /// open it).
+    @Test(.timeLimit(.minutes(3)))
+    func parallelReadsDuringRewritesReturnOnlyTheirOwnBytes() throws {
+        let m = try MountFixture(uploadIdle: 0.2, extraArguments: ["--cache-size", "1M"])
+        defer { m.stop() }
+        let flush = "'\(try GranaryBinary.require())' flush --state '\(m.state)' >/dev/null 2>&1"
+        let stop = StopFlag()
+        let flusher = Thread {
+            while !stop.isSet {
+                Shell.run(flush, timeout: 30)
+                usleep(100_000)
+            }
+        }
+        flusher.start()
+        defer { stop.set() }
+        expectOK(Shell.python(ParallelReadScript.source, args: [m.mountpoint, "20"], timeout: 120), "parallel reads")
+    }
+
     /// A generated tree with odd names, links, modes and times.
     func makeTree(_ root: String) -> Shell.Result {
         Shell.run("""
