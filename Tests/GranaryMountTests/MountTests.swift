@@ -185,6 +185,34 @@ struct MountTests {
         for (ref, name) in smallFiles { expectOK(Shell.run("cmp '\(m.dir.path)/\(ref)' '\(m.path(name))'"), "small file \(name) from segments") }
     }
 
+    /// The uploader slows down while the mount is being read, but a reader
+    /// that never stops must not hold uploads back for good: 96 MiB written
+    /// beside a reader that reads all the time is uploaded without a flush.
+    @Test(.timeLimit(.minutes(3)))
+    func uploadsGoOnWhileTheMountIsReadWithoutPause() throws {
+        let m = try MountFixture(uploadIdle: 0.2)
+        defer { m.stop() }
+        let bin = try GranaryBinary.require()
+        expectOK(Shell.run("head -c 8000000 /dev/urandom > '\(m.path("read-me"))'"), "file to read")
+        let stop = StopFlag()
+        let readerPath = m.path("read-me")
+        let reader = Thread {
+            // O_DIRECT, so every read reaches the mount.
+            while !stop.isSet { Shell.run("dd if='\(readerPath)' of=/dev/null bs=1M iflag=direct status=none", timeout: 30) }
+        }
+        reader.start()
+        defer { stop.set() }
+        expectOK(Shell.run("head -c 100663296 /dev/urandom > '\(m.path("written"))'"), "write 96 MiB")
+        var dirty = Int.max
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            dirty = statusField(Shell.run("'\(bin)' status --state '\(m.state)' --json").output, "dirtyBytes") ?? Int.max
+            if dirty == 0 { break }
+            usleep(250_000)
+        }
+        #expect(dirty == 0, "still \(dirty) dirty bytes after 60 s of reads")
+    }
+
     /// After `granary flush`, with the cache wiped, everything reads back
     /// bit-exact from the segment folder; status reports nothing dirty.
     @Test(.timeLimit(.minutes(3)))
