@@ -1,0 +1,150 @@
+import Foundation
+import GranaryTestSupport
+import Testing
+
+/// Hosts of their own for a network test: network namespaces, each with
+/// its own address on a bridge in this one (10.213.0.0/24, this namespace
+/// at .1). A host is cut off by taking its link down. Everything is
+/// removed in `remove()` or deinit, even when a test fails.
+final class NetworkHosts: @unchecked Sendable {
+    let prefix: String
+    let bridge: String
+    private(set) var names: [String] = []
+    private var links: [String] = []
+
+    init(count: Int) throws {
+        let tag = String(getpid() % 100_000)
+        prefix = "granary\(tag)"
+        bridge = "gbr\(tag)"
+        guard Shell.run("command -v ip").status == 0 else {
+            throw TestSupportError.missing("`ip` (iproute2) is needed for the multi-host tests")
+        }
+        try run("ip link add \(bridge) type bridge && ip addr add 10.213.0.1/24 dev \(bridge) && ip link set \(bridge) up")
+        for i in 0..<count {
+            let ns = "\(prefix)-h\(i)", link = "gv\(tag)h\(i)"
+            names.append(ns)
+            links.append(link)
+            try run("""
+                ip netns add \(ns) && ip link add \(link) type veth peer name eth0 netns \(ns) \
+                && ip link set \(link) master \(bridge) up \
+                && ip -n \(ns) addr add \(address(i))/24 dev eth0 && ip -n \(ns) link set eth0 up && ip -n \(ns) link set lo up
+                """)
+        }
+    }
+
+    func address(_ host: Int) -> String { "10.213.0.\(10 + host)" }
+
+    /// Runs `granary` with `arguments` on `host`.
+    func granary(on host: Int, _ arguments: [String], name: String, environment: [String: String]) throws -> ChildProcess {
+        // `ip netns exec` execs in place: the child is granary itself, so
+        // it still dies with this process (PR_SET_PDEATHSIG).
+        try ChildProcess("/bin/ip", ["netns", "exec", names[host], try GranaryBinary.require()] + arguments,
+                         name: name, environment: environment)
+    }
+
+    /// Cuts `host` off from every other host and from this one.
+    func partition(_ host: Int) throws { try run("ip link set \(links[host]) down") }
+
+    func heal(_ host: Int) throws { try run("ip link set \(links[host]) up") }
+
+    private func run(_ command: String) throws {
+        let r = Shell.run(command, timeout: 20)
+        guard r.status == 0 else { throw TestSupportError.missing("network setup failed: \(command): \(r.output)") }
+    }
+
+    func remove() {
+        for ns in names { Shell.run("ip netns del \(ns) 2>/dev/null; true", timeout: 20) }
+        for link in links { Shell.run("ip link del \(link) 2>/dev/null; true", timeout: 20) }
+        Shell.run("ip link del \(bridge) 2>/dev/null; true", timeout: 20)
+        names = []
+        links = []
+    }
+
+    deinit { remove() }
+}
+
+/// The seed and farmers each on a host of their own, the mount on this
+/// one: contracts form through the market across real addresses, and with
+/// three of the eight farmers cut off, the files still read back cold from
+/// the other five (a segment needs four of its eight pieces); with five cut
+/// off a read fails with EIO; once the partition heals, it reads again.
+@Suite(.serialized) struct MultiHostTests {
+    static let environment = ["GRANARY_POW_BITS": "4"]
+
+    @Test(.timeLimit(.minutes(6)))
+    func contractsFormAcrossHostsAndReadsSurviveAPartition() throws {
+        try FuseEnvironment.require()
+        let bin = try GranaryBinary.require()
+        let hosts = try NetworkHosts(count: 9)
+        let dir = TemporaryDirectory("granary-hosts")
+        let state = dir.path + "/renter", mnt = dir.sub("mnt")
+        let seedAddress = "\(hosts.address(0)):4700"
+        var mount: ChildProcess?
+        var network: [ChildProcess] = []
+        defer {
+            mount?.kill()
+            for p in network { p.kill() }
+            Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
+            hosts.remove()
+        }
+        let seed = try hosts.granary(on: 0, ["seed", "--listen", seedAddress, "--state", dir.sub("seed")], name: "seed",
+                                     environment: Self.environment)
+        network.append(seed)
+        _ = try seed.waitForLine(timeout: 30) { $0.contains("listening") }
+        for i in 1...8 {
+            network.append(try hosts.granary(on: i, ["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "2G",
+                                                     "--listen", "\(hosts.address(i)):0", "--bootstrap", seedAddress],
+                                             name: "farmer\(i)", environment: Self.environment))
+        }
+        for f in network.dropFirst() { _ = try f.waitForLine(timeout: 60) { $0.contains("listening") } }
+
+        func startMount() throws -> ChildProcess {
+            let m = try ChildProcess.granary(["mount", mnt, "--state", state, "--bootstrap", seedAddress,
+                                              "--upload-idle", "1", "--read-timeout", "20", "--plain-key"],
+                                             name: "granary-mount", environment: Self.environment)
+            _ = try m.waitForLine(timeout: 30) { $0.hasPrefix("granary mount ready at") }
+            return m
+        }
+        mount = try startMount()
+        let write = Shell.run("""
+            head -c 6000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a' \
+            && mkdir '\(mnt)/d' && echo hello > '\(mnt)/d/h'
+            """, timeout: 60)
+        #expect(write.status == 0, "write: \(write.output)")
+        let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 240)
+        #expect(flush.status == 0 && flush.output.contains("durable"), "flush completes across hosts: \(flush.output)")
+        let status = Shell.run("'\(bin)' status --state '\(state)'", timeout: 30).output
+        #expect(status.contains("10.213.0."), "farmers are reached at their hosts' addresses: \(status)")
+        mount?.stop(grace: 60)
+        mount = nil
+
+        // Three farmers' hosts cut off, the clean cache wiped: every read
+        // must come from the five farmers still reachable.
+        for host in [2, 5, 7] { try hosts.partition(host) }
+        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        mount = try startMount()
+        let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a' && grep -q hello '\(mnt)/d/h'", timeout: 180)
+        #expect(cold.status == 0, "files read back cold with three farmers cut off: \(cold.output)")
+        mount?.stop(grace: 60)
+        mount = nil
+
+        // Five cut off, fewer than a segment needs: the read fails with EIO
+        // after the read timeout instead of hanging or returning garbage.
+        for host in [1, 3] { try hosts.partition(host) }
+        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        mount = try startMount()
+        let failed = Shell.run("cat '\(mnt)/a' > /dev/null", timeout: 120)
+        #expect(failed.status != 0 && failed.output.contains("Input/output error"), "read with five farmers cut off: \(failed.output)")
+        mount?.stop(grace: 60)
+        mount = nil
+
+        // The partition heals: the same mount state reads everything again.
+        for host in [1, 2, 3, 5, 7] { try hosts.heal(host) }
+        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        mount = try startMount()
+        let healed = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 180)
+        #expect(healed.status == 0, "files read back once the partition healed: \(healed.output)")
+        mount?.stop(grace: 60)
+        mount = nil
+    }
+}
