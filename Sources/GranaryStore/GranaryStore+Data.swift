@@ -60,6 +60,7 @@ extension GranaryStore {
             let d = DirtyChunk(slab: slab, slot: slot)
             f.chunks[idx] = .dirty(d)
             f.changed.insert(idx)
+            noteDirty(f)
             return d
         }
         return try newCacheFile(f, idx)
@@ -102,6 +103,7 @@ extension GranaryStore {
         }
         f.chunks[idx] = .dirty(d)
         f.changed.insert(idx)
+        noteDirty(f)
         return d
     }
 
@@ -118,7 +120,7 @@ extension GranaryStore {
         }
         persistLocked(f)
         if wasSynced { syncDatabase() }
-        discardDirty(f, idx, d)
+        discardDirty(f.ino, idx, d)
         return moved
     }
 
@@ -439,7 +441,7 @@ extension GranaryStore {
         needsPersist.insert(f.ino)
         metaLock.unlock()
         persistLocked(f)
-        for (idx, d) in dropped { discardDirty(f, idx, d) }
+        for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
     }
 
     public static let fallocKeepSize: Int32 = 1

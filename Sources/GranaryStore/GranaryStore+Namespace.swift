@@ -316,6 +316,7 @@ extension GranaryStore {
     func releaseData(_ ino: UInt64) {
         metaLock.lock()
         let f = files.removeValue(forKey: ino)
+        filesWithDirtyChunks.remove(ino)
         needsPersist.remove(ino)
         metaLock.unlock()
         guard let f else { return }
@@ -327,7 +328,7 @@ extension GranaryStore {
             log.error("meta.db: cannot delete chunks of inode \(ino): \(error)")
         }
         for (idx, state) in f.chunks {
-            if case let .dirty(d) = state { discardDirty(f, idx, d) }
+            if case let .dirty(d) = state { discardDirty(ino, idx, d) }
         }
         f.chunks.removeAll()
         compactor?.invalidateUsage()

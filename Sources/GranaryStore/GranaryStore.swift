@@ -74,6 +74,11 @@ public final class GranaryStore: @unchecked Sendable {
     let metaLock = NSLock()
     var inodes: [UInt64: InodeRecord] = [:]
     var files: [UInt64: FileData] = [:]
+    /// Files that may hold dirty chunks: the uploader, `status` and `flush`
+    /// look at these instead of every file. A file joins under its own lock
+    /// when a chunk turns dirty, and leaves only when a look under that lock
+    /// finds none, so it is never missing while dirty.
+    var filesWithDirtyChunks: Set<UInt64> = []
     var nextIno: UInt64 = 2
     var nextCookie: Int64 = 3
     var needsPersist: Set<UInt64> = []
@@ -206,6 +211,7 @@ public final class GranaryStore: @unchecked Sendable {
                     d.unsynced = false
                     d.lastWrite = 0  // upload soon
                     f.chunks[idx] = .dirty(d)
+                    filesWithDirtyChunks.insert(ino)
                     usedSlots.insert(slot)
                 } else if (row["dirty"] as Int64) != 0 {
                     let path = dirtyPath(ino, idx)
@@ -220,6 +226,7 @@ public final class GranaryStore: @unchecked Sendable {
                     d.unsynced = false
                     d.lastWrite = 0  // upload soon
                     f.chunks[idx] = .dirty(d)
+                    filesWithDirtyChunks.insert(ino)
                     dirtyFiles.insert((path as NSString).lastPathComponent)
                 } else if let id = (row["chunk_id"] as Data?).flatMap({ Hash256(bytes: $0) }) {
                     f.chunks[idx] = .clean(id: id, length: row["length"])
@@ -244,13 +251,37 @@ public final class GranaryStore: @unchecked Sendable {
         if recovered > 0 { log.notice("recovered \(recovered) dirty chunks from the cache; uploading them") }
     }
 
+    /// Notes that `f` has a dirty chunk (f.lock held).
+    func noteDirty(_ f: FileData) {
+        metaLock.lock()
+        filesWithDirtyChunks.insert(f.ino)
+        metaLock.unlock()
+    }
+
+    /// The files that may hold dirty chunks. Whoever looks at one under its
+    /// lock and finds none calls `forgetIfClean`.
+    func dirtyFileList() -> [FileData] {
+        metaLock.lock()
+        let list = filesWithDirtyChunks.compactMap { files[$0] }
+        metaLock.unlock()
+        return list
+    }
+
+    /// Drops `f` from the dirty set when it has no dirty chunk (f.lock held).
+    func forgetIfClean(_ f: FileData) {
+        guard f.dirtyCount == 0 else { return }
+        metaLock.lock()
+        filesWithDirtyChunks.remove(f.ino)
+        metaLock.unlock()
+    }
+
     func dirtyPath(_ ino: UInt64, _ idx: Int) -> String { "\(dirtyDirectory)/\(ino)-\(idx)" }
 
     /// Drops a dirty chunk's cached bytes: its own file, or its slot. A
     /// slot is let go only once meta.db no longer names it (the caller has
     /// committed the chunk's new row).
-    func discardDirty(_ f: FileData, _ idx: Int, _ d: DirtyChunk) {
-        if let slot = d.slot { slab.retire(slot) } else { close(d.fd); Glibc.unlink(dirtyPath(f.ino, idx)) }
+    func discardDirty(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk) {
+        if let slot = d.slot { slab.retire(slot) } else { close(d.fd); Glibc.unlink(dirtyPath(ino, idx)) }
     }
 
     /// Makes retired slab slots reusable once the commits that let go of

@@ -170,9 +170,7 @@ extension GranaryStore {
     func uploadPass(force: Bool) -> Bool {
         let now = monotonicNanos()
         let idleNanos = UInt64(config.idleUploadDelay * 1e9)
-        metaLock.lock()
-        let fileList = Array(files.values)
-        metaLock.unlock()
+        let fileList = dirtyFileList()
 
         var segment = SegmentBuffer(storage: uploader.takeSegmentStorage(capacity: maxSegmentSize))
         defer { uploader.recycleSegmentStorage(segment.take()) }
@@ -197,6 +195,7 @@ extension GranaryStore {
             for (idx, state) in f.chunks {
                 if case let .dirty(d) = state, force || now &- d.lastWrite >= idleNanos { candidates.append(idx) }
             }
+            forgetIfClean(f)
             f.lock.unlock()
             for idx in candidates.sorted() {
                 pacer.waitTurn(readActivity) { uploader.hurried }
@@ -219,7 +218,7 @@ extension GranaryStore {
                     f.chunks[idx] = nil
                     f.changed.insert(idx)
                     persistLocked(f)
-                    discardDirty(f, idx, d)
+                    discardDirty(f.ino, idx, d)
                     f.lock.unlock()
                     continue
                 }
@@ -411,7 +410,7 @@ extension GranaryStore {
             }
             f.chunks[p.idx] = newState
             f.changed.remove(p.idx)
-            keepAsCleanCopy(f, p.idx, d, id: p.id, length: p.length)
+            keepAsCleanCopy(f.ino, p.idx, d, id: p.id, length: p.length)
             uploaded += UInt64(p.length)
         }
         uploader.record(bytes: uploaded)
@@ -421,10 +420,10 @@ extension GranaryStore {
     /// they are: its own file is renamed into the clean cache; a slab slot
     /// is kept as it is (no copy, no new file). The chunk's clean row is
     /// committed, so no row names the slot any more.
-    private func keepAsCleanCopy(_ f: FileData, _ idx: Int, _ d: DirtyChunk, id: Hash256, length: Int) {
+    private func keepAsCleanCopy(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk, id: Hash256, length: Int) {
         if let slot = d.slot {
             if !cleanCache.insert(id, slot: slot, size: UInt64(min(length, ChunkSlab.slotSize))) {
-                discardDirty(f, idx, d)  // the same content is cached already
+                discardDirty(ino, idx, d)  // the same content is cached already
             }
             return
         }
@@ -435,7 +434,7 @@ extension GranaryStore {
         var st = stat()
         if fstat(d.fd, &st) == 0 && Int(st.st_size) < length { _ = ftruncate(d.fd, off_t(length)) }
         close(d.fd)
-        let from = dirtyPath(f.ino, idx)
+        let from = dirtyPath(ino, idx)
         let to = cleanCache.path(id)
         if Glibc.rename(from, to) == 0 {
             cleanCache.insert(id, size: UInt64(max(Int(st.st_size), length)))
@@ -480,8 +479,9 @@ extension GranaryStore {
     }
 
     public func status() -> StoreStatus {
+        let fileList = dirtyFileList()
         metaLock.lock()
-        let fileList = Array(files.values)
+        let fileCount = files.count
         metaLock.unlock()
         var dirtyBytes: UInt64 = 0
         var dirtyChunks = 0
@@ -497,6 +497,7 @@ extension GranaryStore {
                     if size > start { dirtyBytes += min(UInt64(chunkSize), size - start) }
                 }
             }
+            forgetIfClean(f)
             f.lock.unlock()
         }
         let rate = uploader.rate
@@ -510,7 +511,7 @@ extension GranaryStore {
             dirtyBytes: dirtyBytes, dirtyChunks: dirtyChunks, uploadedBytes: uploader.uploadedBytes,
             uploadedSegments: uploader.uploadedSegments, uploadRateBytesPerSecond: rate,
             etaSeconds: dirtyBytes == 0 ? 0 : (rate > 0 ? Double(dirtyBytes) / rate : nil),
-            cacheBytes: cleanCache.totalBytes, cacheBudget: cleanCache.budget, files: fileList.count,
+            cacheBytes: cleanCache.totalBytes, cacheBudget: cleanCache.budget, files: fileCount,
             lastError: uploader.lastError, segments: usage.segments, segmentBytes: usage.storedBytes,
             liveBytes: usage.liveBytes, reclaimableBytes: usage.reclaimableBytes, compactedBytes: totals.compactedBytes,
             segmentsDeleted: totals.segmentsDeleted, compacting: compacting, lastCompaction: lastCompaction)
@@ -558,10 +559,7 @@ extension GranaryStore {
         while !u.stopped && Date() < deadline.addingTimeInterval(5) { _ = u.cond.wait(until: Date().addingTimeInterval(0.2)) }
         u.cond.unlock()
         persistAll()
-        metaLock.lock()
-        let fileList = Array(files.values)
-        metaLock.unlock()
-        for f in fileList {
+        for f in dirtyFileList() {
             f.lock.lock()
             for (_, s) in f.chunks {
                 guard case let .dirty(d) = s, d.unsynced else { continue }
