@@ -55,6 +55,12 @@ public final class FarmerBook: @unchecked Sendable {
         return clock.now().timeIntervalSince(since) >= offlineGrace
     }
 
+    /// How long every contact with this farmer has failed; nil while it answers.
+    public func failingFor(_ id: Hash256) -> Double? {
+        lock.lock(); defer { lock.unlock() }
+        return failingSince[id].map { max(0, clock.now().timeIntervalSince($0)) }
+    }
+
     /// Currently failing contacts (not necessarily for long).
     public func isFailing(_ id: Hash256) -> Bool { lock.lock(); defer { lock.unlock() }; return failingSince[id] != nil }
 

@@ -72,6 +72,9 @@ public actor MetadataBackup {
     private var tail: Task<Void, Never>?
     private var lastRecordSequence: UInt64 = 0
     private var lastSigned = Date.distantPast
+    private var lastReplicas = 0
+    /// An unchanged pointer published this recently is not published again.
+    static let republishQuietPeriod: Double = 60
     private let log = Logger(label: "granary.backup")
 
     public init(engine: RenterEngine, node: DHTNode, keys: RenterKeys, sources: [SnapshotSource],
@@ -176,7 +179,10 @@ public actor MetadataBackup {
         if let last = previous.first, last.changeToken == changeToken {
             // Nothing new, but a flush still republishes the pointer: the
             // nodes holding it may have changed since it was last stored.
-            let replicas = republishUnchanged ? await publish(previous) : 0
+            // Not again within a minute (a flush then the unmount): with
+            // DHT nodes gone, each republish waits out their timeouts.
+            let recent = Date().timeIntervalSince(lastSigned) < Self.republishQuietPeriod
+            let replicas = republishUnchanged && !recent ? await publish(previous) : (recent ? lastReplicas : 0)
             return SnapshotSummary(sequence: last.sequence, created: last.created, bytes: 0, segments: 0, farmers: 0,
                                    unchanged: true, pointerReplicas: replicas)
         }
@@ -280,6 +286,7 @@ public actor MetadataBackup {
             let n = try await node.putRecord(key: MetadataPointer.recordKey, value: MetadataPointer(entries: entries).encoded(),
                                              sequence: nextRecordSequence(), ttl: ttl, signedBy: signer)
             lastSigned = Date()
+            lastReplicas = n
             return n
         } catch {
             log.warning("metadata pointer not published: \(error)")

@@ -23,6 +23,8 @@ public struct RenterStatus: Sendable, Codable, Hashable {
         public var auditsFailed: Int
         public var disqualified: Bool
         public var offline: Bool
+        /// Seconds every contact has failed, before it counts as offline.
+        public var unreachableSeconds: Double?
         public var pieces: Int
     }
     public var contracts: [Contract]
@@ -163,6 +165,7 @@ public final class RenterEngine: Sendable {
                                     uptimeScore: f.reputation.uptimeScore, latencyMs: f.reputation.latencyMs,
                                     auditsPassed: f.reputation.auditsPassed, auditsFailed: f.reputation.auditsFailed,
                                     disqualified: f.disqualified, offline: farmers.isOffline(f.contact.id),
+                                    unreachableSeconds: farmers.failingFor(f.contact.id),
                                     pieces: piecesPerFarmer[f.contact.id] ?? 0)
             },
             totalPaid: paid.values.reduce(0, +),

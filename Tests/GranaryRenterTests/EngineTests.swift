@@ -222,7 +222,13 @@ extension EngineTests {
         #expect(outcomes.first { $0.farmer == gone }?.paid == 0)
         #expect(e.farmers.farmer(gone)!.reputation.uptimeScore < 1)
         #expect(e.farmers.rank(gone) < e.farmers.rank(pieces[6].farmer))
+        // Status says it is unreachable before the grace makes it offline.
+        let row = e.status().farmers.first { $0.id == gone.hex }
+        #expect(row?.unreachableSeconds != nil)
+        #expect(e.status().farmers.first { $0.id == pieces[6].farmer.hex }?.unreachableSeconds == nil)
         farmers.set(gone, .normal)
+        _ = await e.audits.auditAll()
+        #expect(e.status().farmers.first { $0.id == gone.hex }?.unreachableSeconds == nil)
         // Slow: its latency grows, its rank falls, and reads that can avoid it do.
         let slow = pieces[0].farmer
         farmers.set(slow, .slow)

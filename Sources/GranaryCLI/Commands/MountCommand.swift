@@ -245,7 +245,9 @@ extension RenterStatus {
         ]
         for f in farmers {
             let latency = f.latencyMs.map { String(format: "%.0f ms", $0) } ?? "-"
-            let state = f.disqualified ? "disqualified" : (f.offline ? "offline" : "ok")
+            let state = f.disqualified ? "disqualified"
+                : f.offline ? "offline"
+                : f.unreachableSeconds.map { String(format: "unreachable for %.0f s", $0) } ?? "ok"
             out["farmer.\(f.id.prefix(8))"] = String(format: "%@ %@ audit %.2f uptime %.2f latency %@ pieces %d passed %d failed %d",
                                                       f.address, state, f.auditScore, f.uptimeScore, latency, f.pieces, f.auditsPassed, f.auditsFailed)
         }
