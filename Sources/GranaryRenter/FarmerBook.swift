@@ -64,6 +64,20 @@ public final class FarmerBook: @unchecked Sendable {
     /// Currently failing contacts (not necessarily for long).
     public func isFailing(_ id: Hash256) -> Bool { lock.lock(); defer { lock.unlock() }; return failingSince[id] != nil }
 
+    /// How long new pieces go around a farmer after a failed contact. Then
+    /// it is tried again (last, by its rank): nothing else may contact it
+    /// for an hour (audits), and a farmer that was only cut off or frozen
+    /// for a while must take pieces again without waiting for that.
+    static let failedRetrySeconds: Double = 20
+
+    /// Failing, and its last failure recent: not to be given new pieces yet.
+    public func isRecentlyFailed(_ id: Hash256) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        guard failingSince[id] != nil else { return false }
+        guard let last = farmers[id]?.lastFailure else { return true }
+        return clock.now().timeIntervalSince(last) < Self.failedRetrySeconds
+    }
+
     /// Slow recently (see `recordSlow`): not asked first for data.
     public func isSlow(_ id: Hash256) -> Bool {
         lock.lock(); defer { lock.unlock() }

@@ -43,7 +43,7 @@ public final class NetworkSegmentStore: SegmentStore {
         for c in try db.contracts() {
             let f = c.record.farmer.id
             guard !excluding.contains(f), c.record.end > now.addingTimeInterval(60), c.free >= Int64(pieceSize),
-                  !book.isDisqualified(f), !book.isFailing(f) else { continue }
+                  !book.isDisqualified(f), !book.isRecentlyFailed(f) else { continue }
             let freeFraction = c.record.allowance > 0 ? Double(c.free) / Double(c.record.allowance) : 0
             let weight = book.rank(f) * (0.5 + 0.5 * freeFraction) * (0.7 + 0.6 * random.unit())
             if let existing = best[f], existing.1 >= weight { continue }

@@ -186,10 +186,27 @@ extension GranaryStore {
         return chunk
     }
 
-    /// Fetches a dirty chunk's base and fills what was not written over it.
-    func mergeBase(_ f: FileData, _ idx: Int, _ d: DirtyChunk) throws(FSError) {
-        guard let base = d.base else { return }
-        let src = try fetchCached(base)
+    /// Fetches a dirty chunk's base and fills what was not written over it
+    /// (f.lock held on entry and on return). A base not in the cache is
+    /// fetched with the lock released: the fetch may take the read timeout
+    /// when farmers are unreachable, and other reads and writes of the file
+    /// must not wait for it. Returns false when the lock was released and
+    /// the chunk changed meanwhile: nothing was merged, and whatever the
+    /// caller gathered under the lock before must be looked at again.
+    @discardableResult
+    func mergeBase(_ f: FileData, _ idx: Int, _ d: DirtyChunk) throws(FSError) -> Bool {
+        guard let base = d.base else { return true }
+        let src: CachedChunk
+        if let cached = cleanCache.open(base) { src = cached } else {
+            f.lock.unlock()
+            var fetched: CachedChunk?
+            var failure: FSError?
+            do { fetched = try fetchCached(base) } catch { failure = error }
+            f.lock.lock()
+            if let failure { throw failure }
+            guard !f.freed, case let .dirty(now)? = f.chunks[idx], now === d, d.base == base, let fetched else { return false }
+            src = fetched
+        }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buf.deallocate() }
         for (s, e) in d.ranges.gaps(below: d.baseLimit) {
@@ -200,6 +217,7 @@ extension GranaryStore {
         d.ranges = RangeSet()
         d.unsynced = true
         f.changed.insert(idx)
+        return true
     }
 
     // MARK: read
@@ -263,7 +281,11 @@ extension GranaryStore {
                 case nil:
                     pieces.append(.zeros(n))
                 case let .dirty(d)?:
-                    if d.base != nil && !d.ranges.covers(within, within + n) { try mergeBase(f, idx, d) }
+                    if d.base != nil && !d.ranges.covers(within, within + n) {
+                        // Without the lock for a while: gather again.
+                        guard try mergeBase(f, idx, d) else { continue gather }
+                        if d.base != nil { continue gather }
+                    }
                     // The cache file may be shorter than the chunk (a hole at
                     // its end reads as zeros).
                     guard let stored = d.storedLength() else { throw .io }

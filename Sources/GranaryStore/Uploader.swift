@@ -147,6 +147,8 @@ extension GranaryStore {
             // Back off while passes fail (network unreachable, contracts
             // still forming): 1, 2, 4, then every 5 s; only stopping cuts it short.
             failures = ok ? 0 : failures + 1
+            // A pass that went through clears the error status shows.
+            if ok { u.cond.lock(); u.lastError = nil; u.cond.unlock() }
             if failures > 0 {
                 let until = Date().addingTimeInterval(min(5, Double(1 << min(failures - 1, 3))))
                 u.cond.lock()
@@ -202,7 +204,14 @@ extension GranaryStore {
                 f.lock.lock()
                 guard !f.freed, case let .dirty(d)? = f.chunks[idx] else { f.lock.unlock(); continue }
                 if d.base != nil {
-                    do { try mergeBase(f, idx, d) } catch {
+                    do {
+                        // The fetch may release the lock; a chunk changed
+                        // meanwhile waits for the next pass.
+                        guard try mergeBase(f, idx, d), !f.freed, case .dirty(let now)? = f.chunks[idx], now === d, d.base == nil else {
+                            f.lock.unlock()
+                            continue
+                        }
+                    } catch {
                         f.lock.unlock()
                         noteError("cannot fetch the old content of a chunk being rewritten: \(error)")
                         ok = false

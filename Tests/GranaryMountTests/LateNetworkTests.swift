@@ -92,6 +92,41 @@ import Testing
         mount?.stop(grace: 60)
         mount = nil
 
+        // Farmers frozen (they accept connections and never answer), cache
+        // wiped: a write over uncached data never waits for the network, not
+        // even while the uploader fetches the old content to merge it (up to
+        // the read timeout, 10 s here). That fetch runs without the file's
+        // lock, so a second write goes through before the fetch gives up.
+        for f in network.dropFirst() { f.signal(SIGSTOP) }
+        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        mount = try startMount()
+        let patch = dir.path + "/patch"
+        let first = Shell.run("head -c 65536 /dev/urandom > '\(patch)' && dd if='\(patch)' of='\(mnt)/a' bs=65536 seek=4 conv=notrunc status=none", timeout: 30)
+        #expect(first.status == 0, "write over an uncached chunk: \(first.output)")
+        Thread.sleep(forTimeInterval: 2.5)  // idle for 1 s: the uploader is fetching the base now
+        let second = Shell.run("dd if='\(patch)' of='\(mnt)/a' bs=65536 seek=8 conv=notrunc,fsync status=none", timeout: 30)
+        #expect(second.status == 0, "second write: \(second.output)")
+        let failedFetch = "cannot fetch the old content"
+        func mountLog() -> String { mount?.output.joined(separator: "\n") ?? "" }
+        #expect(!mountLog().contains(failedFetch), "the second write returned before the uploader's fetch gave up: \(mountLog().suffix(1500))")
+        var fetchSeen = false
+        for _ in 0..<60 where !fetchSeen {
+            fetchSeen = mountLog().contains(failedFetch)
+            if !fetchSeen { Thread.sleep(forTimeInterval: 0.5) }
+        }
+        #expect(fetchSeen, "the uploader did try to fetch the base, and said why it failed")
+        // Farmers back: the writes are merged over the old content and stored.
+        for f in network.dropFirst() { f.signal(SIGCONT) }
+        let patched = Shell.run("""
+            cp '\(dir.path)/a.orig' '\(dir.path)/a.want' \
+            && dd if='\(patch)' of='\(dir.path)/a.want' bs=65536 seek=4 conv=notrunc status=none \
+            && dd if='\(patch)' of='\(dir.path)/a.want' bs=65536 seek=8 conv=notrunc status=none \
+            && '\(bin)' flush --state '\(state)' && cmp '\(dir.path)/a.want' '\(mnt)/a'
+            """, timeout: 200)
+        #expect(patched.status == 0, "both writes stored over the old content: \(patched.output) \(mountLog().suffix(6000))")
+        mount?.stop(grace: 60)
+        mount = nil
+
         // Farmers gone, cache wiped: the mount still comes up, and a read of
         // uncached data fails with EIO within the read timeout.
         for f in network.dropFirst() { f.kill() }

@@ -20,6 +20,7 @@ struct FlushCommand: AsyncParsableCommand {
                 let width = 30
                 let bar = String(repeating: "#", count: Int(done * Double(width))).padding(toLength: width, withPad: "-", startingAt: 0)
                 let line = "[\(bar)] \(Int(done * 100))%  \(Human.bytes(s.dirtyBytes)) left  \(Human.bytes(UInt64(s.uploadRateBytesPerSecond)))/s  ETA \(Human.eta(s.etaSeconds))"
+                    + (s.etaSeconds == nil ? s.lastError.map { "; last error: \($0)" } ?? "" : "")
                 FileHandle.standardError.write(Data(((tty ? "\r" : "") + line + (tty ? "" : "\n")).utf8))
             }
             if m.done == false || m.error != nil { failure = m.error ?? "flush did not finish" }
