@@ -190,12 +190,13 @@ extension GranaryStore {
     /// (f.lock held on entry and on return). A base not in the cache is
     /// fetched with the lock released: the fetch may take the read timeout
     /// when farmers are unreachable, and other reads and writes of the file
-    /// must not wait for it. Returns false when the lock was released and
-    /// the chunk changed meanwhile: nothing was merged, and whatever the
-    /// caller gathered under the lock before must be looked at again.
+    /// must not wait for it. Returns false when the lock was released (merged
+    /// or not: the chunk may have changed meanwhile): whatever the caller
+    /// gathered under the lock before must be looked at again.
     @discardableResult
     func mergeBase(_ f: FileData, _ idx: Int, _ d: DirtyChunk) throws(FSError) -> Bool {
         guard let base = d.base else { return true }
+        var heldThroughout = true
         let src: CachedChunk
         if let cached = cleanCache.open(base) { src = cached } else {
             f.lock.unlock()
@@ -206,6 +207,7 @@ extension GranaryStore {
             if let failure { throw failure }
             guard !f.freed, case let .dirty(now)? = f.chunks[idx], now === d, d.base == base, let fetched else { return false }
             src = fetched
+            heldThroughout = false
         }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buf.deallocate() }
@@ -217,7 +219,7 @@ extension GranaryStore {
         d.ranges = RangeSet()
         d.unsynced = true
         f.changed.insert(idx)
-        return true
+        return heldThroughout
     }
 
     // MARK: read
@@ -283,8 +285,9 @@ extension GranaryStore {
                 case let .dirty(d)?:
                     if d.base != nil && !d.ranges.covers(within, within + n) {
                         // Without the lock for a while: gather again.
+                        // The pieces gathered so far may be closed or reused
+                        // by now: gather again.
                         guard try mergeBase(f, idx, d) else { continue gather }
-                        if d.base != nil { continue gather }
                     }
                     // The cache file may be shorter than the chunk (a hole at
                     // its end reads as zeros).

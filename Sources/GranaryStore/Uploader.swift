@@ -207,7 +207,8 @@ extension GranaryStore {
                     do {
                         // The fetch may release the lock; a chunk changed
                         // meanwhile waits for the next pass.
-                        guard try mergeBase(f, idx, d), !f.freed, case .dirty(let now)? = f.chunks[idx], now === d, d.base == nil else {
+                        _ = try mergeBase(f, idx, d)
+                        guard !f.freed, case .dirty(let now)? = f.chunks[idx], now === d, d.base == nil else {
                             f.lock.unlock()
                             continue
                         }
