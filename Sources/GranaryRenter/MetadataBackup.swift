@@ -181,8 +181,12 @@ public actor MetadataBackup {
             // nodes holding it may have changed since it was last stored.
             // Not again within a minute (a flush then the unmount): with
             // DHT nodes gone, each republish waits out their timeouts.
-            let recent = Date().timeIntervalSince(lastSigned) < Self.republishQuietPeriod
-            let replicas = republishUnchanged && !recent ? await publish(previous) : (recent ? lastReplicas : 0)
+            let replicas: Int
+            if Date().timeIntervalSince(lastSigned) < Self.republishQuietPeriod {
+                replicas = lastReplicas
+            } else {
+                replicas = republishUnchanged ? await publish(previous) : 0
+            }
             return SnapshotSummary(sequence: last.sequence, created: last.created, bytes: 0, segments: 0, farmers: 0,
                                    unchanged: true, pointerReplicas: replicas)
         }

@@ -186,6 +186,15 @@ extension GranaryStore {
         return chunk
     }
 
+    /// `fetchCached` with the file's lock released (held on entry and again
+    /// on return, also when it throws): a network read may take the read
+    /// timeout, and other reads and writes of the file must not wait for it.
+    private func fetchReleasingLock(_ f: FileData, _ id: Hash256) throws(FSError) -> CachedChunk {
+        f.lock.unlock()
+        defer { f.lock.lock() }
+        return try fetchCached(id)
+    }
+
     /// Fetches a dirty chunk's base and fills what was not written over it
     /// (f.lock held on entry and on return). A base not in the cache is
     /// fetched with the lock released: the fetch may take the read timeout
@@ -199,13 +208,8 @@ extension GranaryStore {
         var heldThroughout = true
         let src: CachedChunk
         if let cached = cleanCache.open(base) { src = cached } else {
-            f.lock.unlock()
-            var fetched: CachedChunk?
-            var failure: FSError?
-            do { fetched = try fetchCached(base) } catch { failure = error }
-            f.lock.lock()
-            if let failure { throw failure }
-            guard !f.freed, case let .dirty(now)? = f.chunks[idx], now === d, d.base == base, let fetched else { return false }
+            let fetched = try fetchReleasingLock(f, base)
+            guard !f.freed, case let .dirty(now)? = f.chunks[idx], now === d, d.base == base else { return false }
             src = fetched
             heldThroughout = false
         }
@@ -284,9 +288,8 @@ extension GranaryStore {
                     pieces.append(.zeros(n))
                 case let .dirty(d)?:
                     if d.base != nil && !d.ranges.covers(within, within + n) {
-                        // Without the lock for a while: gather again.
-                        // The pieces gathered so far may be closed or reused
-                        // by now: gather again.
+                        // Without the lock for a while, the pieces gathered
+                        // so far may be closed or reused: gather again.
                         guard try mergeBase(f, idx, d) else { continue gather }
                     }
                     // The cache file may be shorter than the chunk (a hole at
@@ -303,13 +306,8 @@ extension GranaryStore {
                             // close or reuse what the pieces gathered so far
                             // point at (a truncate, a reader evicting, the
                             // uploader), and change the size: gather again.
-                            f.lock.unlock()
-                            var fetched: CachedChunk?
-                            var failure: FSError?
-                            do { fetched = try fetchCached(id) } catch { failure = error }
-                            f.lock.lock()
-                            if let failure { throw failure }
-                            if case .clean(id, _)? = f.chunks[idx], let fetched { f.cleanFDs[idx] = (id, fetched) }
+                            let fetched = try fetchReleasingLock(f, id)
+                            if case .clean(id, _)? = f.chunks[idx] { f.cleanFDs[idx] = (id, fetched) }
                             fetchedCold = true
                             continue gather
                         }
