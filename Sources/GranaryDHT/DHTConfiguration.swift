@@ -31,6 +31,13 @@ public struct DHTConfiguration: Sendable {
     public var pubsubDegree = 2
     /// Pub/sub: how often filters are exchanged with neighbours.
     public var filterExchangeInterval: Duration = .seconds(30)
+    /// Pub/sub: a node holds a publication for a random time up to this
+    /// before forwarding it, and skips the neighbours that sent it a copy
+    /// meanwhile. Where several subscribers' floods meet (most of the
+    /// traffic is copies of an offer a node already had), this cuts the
+    /// copies; offers are not urgent, so a few tens of ms per hop cost
+    /// nothing users see.
+    public var publishForwardDelay: Duration = .milliseconds(150)
     /// Pub/sub: hops a publication may travel.
     public var publishHopLimit = 12
     /// Bids: delivery attempts to the renter.

@@ -36,7 +36,12 @@ public struct SubscriptionToken: Sendable, Hashable {
 ///    walk: until the hop limit when routing freely, three hops on from
 ///    the end of a broken gradient);
 ///  - a hop limit, the publication's list of nodes already covered on its
-///    branch, and a seen-cache bound the traffic.
+///    branch, and a seen-cache bound the traffic;
+///  - a forwarder holds a publication a few tens of ms and skips the
+///    neighbours that sent it a copy meanwhile: most traffic was copies
+///    where subscribers' floods meet (100 nodes, 20 subscribers: 4.4 to
+///    5.4 datagrams per delivery before, 3.7 to 3.8 with a hold of up
+///    to 150 ms, 3.7 to 4.5 with up to 60 ms).
 /// Filters are exchanged every `filterExchangeInterval`; those messages are
 /// not counted as publication traffic.
 extension DHTNode {
@@ -103,6 +108,12 @@ extension DHTNode {
         var chosen = neighbours.values.filter(\.chosenByUs).map(\.contact)
         // Only the periodic exchange (not a push after a change) widens.
         let wanted = includingTheirChoices ? configuration.pubsubDegree : neighboursWanted(chosen: chosen.count)
+        // A node that widened while it subscribed goes back to the usual
+        // degree once it has no topics: extra neighbours only add copies.
+        if !includingTheirChoices, ownTopics.isEmpty, chosen.count > wanted {
+            for c in chosen.dropFirst(wanted) { neighbours[c.id] = nil }
+            chosen = Array(chosen.prefix(wanted))
+        }
         if chosen.count < wanted {
             let pool = table.allContacts.filter { c in !chosen.contains { $0.id == c.id } }.shuffled()
             for c in pool.prefix(wanted - chosen.count) {
@@ -191,14 +202,31 @@ extension DHTNode {
         let pubID = Blake2b.hash256([UInt8](m.offer.body))
         if seenPublications[pubID] != nil {
             counters.update { $0.duplicatePublications += 1 }
+            heldPublications[pubID]?.insert(sender.id)
             return
         }
         rememberPublication(pubID)
         guard offer.expiresAt > Date() else { return }
         let subscribed = deliverLocally(offer)
         let hops = Int(min(m.hopsLeft, UInt32(configuration.publishHopLimit)))
-        route(offer, hopsLeft: hops, budget: subscribed ? -1 : Int(m.levelBudget),
-              covered: Array(m.covered.prefix(128)), from: sender.id)
+        let budget = subscribed ? -1 : Int(m.levelBudget)
+        let covered = Array(m.covered.prefix(128))
+        let maxDelay = configuration.publishForwardDelay
+        guard maxDelay > .zero else {
+            route(offer, hopsLeft: hops, budget: budget, covered: covered, from: sender.id)
+            return
+        }
+        heldPublications[pubID] = []
+        let delay = maxDelay * Double.random(in: 0...1)
+        Task {
+            try? await Task.sleep(for: delay)
+            await self.forwardHeld(pubID, offer, hopsLeft: hops, budget: budget, covered: covered, from: sender.id)
+        }
+    }
+
+    private func forwardHeld(_ pubID: Hash256, _ offer: ContractOffer, hopsLeft: Int, budget: Int, covered: [UInt64], from: Hash256) {
+        guard let holders = heldPublications.removeValue(forKey: pubID), !stopped else { return }
+        route(offer, hopsLeft: hopsLeft, budget: budget, covered: covered, from: from, alsoHeldBy: holders)
     }
 
     /// Hops a publication walks on from the end of a broken gradient.
@@ -210,7 +238,8 @@ extension DHTNode {
 
     /// Sends the publication on according to the rules above.
     @discardableResult
-    func route(_ offer: ContractOffer, hopsLeft: Int, budget: Int, covered: [UInt64], from: Hash256?) -> Int {
+    func route(_ offer: ContractOffer, hopsLeft: Int, budget: Int, covered: [UInt64], from: Hash256?,
+               alsoHeldBy holders: Set<Hash256> = []) -> Int {
         guard hopsLeft > 0 else { return 0 }
         let coveredSet = Set(covered)
         let candidates = neighbours.values.filter {
@@ -226,6 +255,11 @@ extension DHTNode {
             let usable = deeper.filter { $0.1! <= budget }
             if let m = usable.map({ $0.1! }).min() { selected += usable.filter { $0.1 == m } }
         }
+        // Those that sent us a copy while we held it have it: the route
+        // through them is taken, so no walk either.
+        let matched = !selected.isEmpty
+        selected.removeAll { holders.contains($0.0.id) }
+        if matched && selected.isEmpty { return 0 }
         // A gradient that ends here (a Bloom false positive, or a filter not
         // yet updated after a subscriber left or a neighbour changed) goes on
         // as a short random walk instead of dying: dropping it was the whole
@@ -240,6 +274,7 @@ extension DHTNode {
         }
         var newCovered = covered
         newCovered.append(Self.prefix64(id))
+        for h in holders { newCovered.append(Self.prefix64(h)) }
         for (c, _) in selected { newCovered.append(Self.prefix64(c.id)) }
         if newCovered.count > 128 { newCovered.removeFirst(newCovered.count - 128) }
         for (c, level) in selected {
@@ -248,7 +283,7 @@ extension DHTNode {
             p.hopsLeft = UInt32(hops)
             p.levelBudget = Int32(level.map { max(0, $0 - 1) } ?? -1)
             p.covered = newCovered
-            counters.update { $0.publishSent += 1 }
+            counters.update { $0.publishSent += 1; if level == nil { $0.publishWalkSent += 1 } }
             send(makeDatagram(request: 0, .publish(p)), to: c.address)
         }
         return selected.count

@@ -51,6 +51,9 @@ public actor DHTNode {
     var nextSubscriptionID = 0
     var neighbours: [Hash256: PubSubNeighbour] = [:]
     var seenPublications: [Hash256: ContinuousClock.Instant] = [:]
+    // Publications waiting out their forward delay, and the neighbours
+    // that sent us a copy meanwhile (they have it: not sent to again).
+    var heldPublications: [Hash256: Set<Hash256>] = [:]
     var filterPushScheduled = false
 
     // Bid collectors by offer ID (see DHTNode+Bids.swift).

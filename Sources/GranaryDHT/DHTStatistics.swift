@@ -19,6 +19,8 @@ public struct DHTStatistics: Sendable, Equatable {
     public var dropped: [String: Int] = [:]
     /// PUBLISH datagrams this node sent (publications and forwards).
     public var publishSent = 0
+    /// PUBLISH datagrams sent as random-walk steps (no filter matched).
+    public var publishWalkSent = 0
     /// Offers handed to this node's subscribers (each offer at most once).
     public var offersDelivered = 0
     /// Publications received again after the seen-cache had them.

@@ -106,6 +106,10 @@ public final class LocalDHTNetwork: @unchecked Sendable {
         public var messagesPerDelivery: Double
         public var delivered: Int
         public var messages: Int
+        /// Of `messages`: random-walk steps, and datagrams that reached a
+        /// node that had already seen the offer.
+        public var walks = 0
+        public var duplicates = 0
     }
 
     /// Subscribes `subscribers` random nodes to a farmer policy's topics,
@@ -117,19 +121,29 @@ public final class LocalDHTNetwork: @unchecked Sendable {
     public func measurePubSub(subscribers: Int, offers: Int, settle: Duration? = nil,
                               placements: Int = 1) async throws -> PubSubResult {
         let placements = max(1, placements)
-        var delivered = 0, sent = 0
+        var sum = PubSubTraffic()
         for _ in 0..<placements {
-            let one = try await measurePlacement(subscribers: subscribers, offers: offers, settle: settle ?? .seconds(5))
-            delivered += one.delivered
-            sent += one.sent
+            sum += try await measurePlacement(subscribers: subscribers, offers: offers, settle: settle ?? .seconds(5))
         }
         let total = subscribers * offers * placements
-        return PubSubResult(deliveryRatio: Double(delivered) / Double(max(1, total)),
-                            messagesPerDelivery: Double(sent) / Double(max(1, delivered)),
-                            delivered: delivered, messages: sent)
+        return PubSubResult(deliveryRatio: Double(sum.delivered) / Double(max(1, total)),
+                            messagesPerDelivery: Double(sum.sent) / Double(max(1, sum.delivered)),
+                            delivered: sum.delivered, messages: sum.sent, walks: sum.walks, duplicates: sum.duplicates)
     }
 
-    private func measurePlacement(subscribers: Int, offers: Int, settle: Duration) async throws -> (delivered: Int, sent: Int) {
+    /// Network-wide pub/sub counters, summed over nodes.
+    private struct PubSubTraffic: Equatable {
+        var sent = 0, delivered = 0, walks = 0, duplicates = 0
+        static func += (a: inout Self, b: Self) {
+            a.sent += b.sent; a.delivered += b.delivered; a.walks += b.walks; a.duplicates += b.duplicates
+        }
+        static func - (a: Self, b: Self) -> Self {
+            Self(sent: a.sent - b.sent, delivered: a.delivered - b.delivered,
+                 walks: a.walks - b.walks, duplicates: a.duplicates - b.duplicates)
+        }
+    }
+
+    private func measurePlacement(subscribers: Int, offers: Int, settle: Duration) async throws -> PubSubTraffic {
         let policy = BidPolicy(minPricePerAudit: 50, capacityBytes: 100 << 30, maxDurationSeconds: 90 * 86_400)
         let terms = OfferTerms(allowanceBytes: 8 << 30, durationSeconds: 30 * 86_400, maxPricePerAudit: 200, auditIntervalSeconds: 3600)
         let shuffled = nodes.shuffled()
@@ -139,12 +153,16 @@ public final class LocalDHTNetwork: @unchecked Sendable {
         for s in subs { tokens.append((s, await s.subscribe(topics: policy.topics) { _ in })) }
         try await Task.sleep(for: settle)
         try await waitForQuietFilters()
-        func totals() -> (sent: Int, delivered: Int) {
-            var sent = 0
-            for n in nodes { sent += n.statistics().publishSent }
-            var delivered = 0
-            for s in subs { delivered += s.statistics().offersDelivered }
-            return (sent, delivered)
+        func totals() -> PubSubTraffic {
+            var t = PubSubTraffic()
+            for n in nodes {
+                let s = n.statistics()
+                t.sent += s.publishSent
+                t.walks += s.publishWalkSent
+                t.duplicates += s.duplicatePublications
+                t.delivered += s.offersDelivered
+            }
+            return t
         }
         let before = totals()
         for _ in 0..<offers {
@@ -166,7 +184,7 @@ public final class LocalDHTNetwork: @unchecked Sendable {
             after = now
         }
         for (node, token) in tokens { await node.unsubscribe(token) }
-        return (after.delivered - before.delivered, after.sent - before.sent)
+        return after - before
     }
 
     /// On a loaded machine exchanges run late: waits (bounded) until a whole

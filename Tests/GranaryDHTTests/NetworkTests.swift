@@ -35,11 +35,12 @@ import Testing
         phase("all-pairs lookups")
 
         // 2. Pub/sub: 20 subscribers, offers from others: >= 95% delivered,
-        //    <= 5 PUBLISH datagrams per delivery, over two placements of the
-        //    subscribers. Attenuated filters spread one level per exchange
-        //    (every 5 s here): settle for three exchanges.
-        let pubsub = try await net.measurePubSub(subscribers: 20, offers: 10, settle: .seconds(16), placements: 2)
-        #expect(pubsub.deliveryRatio >= 0.95, "delivered \(pubsub.delivered) of 400")
+        //    <= 5 PUBLISH datagrams per delivery, over three placements of
+        //    the subscribers (one placement's figure varies much with the
+        //    graph: 3.7 to 4.8 seen). Attenuated filters spread one level per
+        //    exchange (every 5 s here): settle for three exchanges.
+        let pubsub = try await net.measurePubSub(subscribers: 20, offers: 10, settle: .seconds(16), placements: 3)
+        #expect(pubsub.deliveryRatio >= 0.95, "delivered \(pubsub.delivered) of 600")
         #expect(pubsub.messagesPerDelivery <= 5, "\(pubsub.messages) messages for \(pubsub.delivered) deliveries")
 
         phase("pub/sub: \(pubsub)")
