@@ -137,5 +137,8 @@ import Testing
         #expect(Shell.run("ls '\(mnt)/d'", timeout: 30).output.contains("h"), "metadata is local: listing still works")
         let logged = mount?.output.joined(separator: "\n") ?? ""
         #expect(logged.contains("read of chunk"), "the mount logs why the read failed: \(logged.suffix(2000))")
+        let gone = status()
+        #expect(gone.contains("with a farmer not answering") && gone.contains("unreachable for"),
+                "status says which contracts' farmers stopped answering: \(gone)")
     }
 }

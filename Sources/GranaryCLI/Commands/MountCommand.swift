@@ -29,6 +29,8 @@ struct MountCommand: AsyncParsableCommand {
     var dhtListen: String?
     @Option(name: .customLong("dht-advertise"), help: "Address farmers send bids to when the DHT node is behind NAT (default: the local address that routes to the first --bootstrap).")
     var dhtAdvertise: String?
+    @Option(name: .customLong("audit-interval"), help: "Seconds between audits of each contract, asked for in new contracts (each audit is paid for).")
+    var auditInterval: Double = 3600
     @OptionGroup var background: BackgroundWorkOptions
     @Option(name: .customLong("upload-idle"), help: .hidden) var uploadIdle: Double = 2
     @Option(name: .customLong("read-timeout"), help: .hidden) var readTimeout: Double = 30
@@ -51,6 +53,7 @@ struct MountCommand: AsyncParsableCommand {
         let redundancy: RedundancyScheme
         do { redundancy = try RedundancyScheme(parsing: scheme) } catch { throw ValidationError("--scheme: \(error)") }
         let compaction = try background.compaction()
+        guard auditInterval >= 10 else { throw ValidationError("--audit-interval must be at least 10 seconds") }
         if localSegments == nil && bootstrap.isEmpty {
             throw ValidationError("say where segments go: --bootstrap HOST:PORT (network) or --local-segments DIR (tests and development)")
         }
@@ -62,6 +65,7 @@ struct MountCommand: AsyncParsableCommand {
         options.keyAccess = KeyAccess(passphrase: PassphraseSource(file: passphraseFile), plainIfNew: plainKey)
         let localSegments = self.localSegments, bootstrap = self.bootstrap, stateDirectory = state
         let backupInterval = background.metadataBackupInterval
+        let auditInterval = self.auditInterval
         let takeOver = self.takeOver, renew = Duration.milliseconds(Int64(max(0.1, leaseRenew) * 1000))
         let absoluteState = URL(fileURLWithPath: state).standardizedFileURL.path
         try await MountSession.run(options) { keys in
@@ -92,6 +96,7 @@ struct MountCommand: AsyncParsableCommand {
                 var renter = RenterConfiguration(scheme: redundancy)
                 renter.dhtListen = dhtListen
                 renter.dhtAdvertise = dhtAdvertise
+                renter.terms.auditInterval = auditInterval
                 engine = try await RenterEngine.start(stateDirectory: stateDirectory + "/network", identity: identity,
                                                       bootstrap: bootstrap, configuration: renter, contractTimeout: nil) { node in
                     leaseBox.lease = try await MountLease.acquire(node: node, keys: keys, stateDirectory: absoluteState,
@@ -232,9 +237,15 @@ struct MountBackend: Sendable {
 extension RenterStatus {
     /// The network's part of `granary status`.
     var summary: [String: String] {
+        // An active contract with a farmer that stopped answering holds no
+        // usable space: say how many, rather than count them as healthy.
+        let answering = Set(farmers.filter { !$0.offline && !$0.disqualified && $0.unreachableSeconds == nil }.map(\.id))
+        let active = contracts.filter { $0.state == "active" }
+        let silent = active.filter { !answering.contains($0.farmer) }.count
         var out: [String: String] = [
             "network.scheme": scheme,
-            "network.contracts": "\(contracts.filter { $0.state == "active" }.count) active of \(contracts.count)",
+            "network.contracts": "\(active.count) active of \(contracts.count)"
+                + (silent > 0 ? ", \(silent) with a farmer not answering" : ""),
             "network.durable_segments": "\(durableSegments)",
             "network.paid": "\(totalPaid)",
             "network.state": waiting ?? "ready",

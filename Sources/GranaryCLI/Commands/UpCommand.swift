@@ -22,6 +22,9 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Disk space each farmer sells (e.g. 8G); at least the renter's 4 GiB contract allowance.") var capacity = "8G"
     @Option(help: "Local cache budget for clean chunks (e.g. 1G).") var cacheSize: String?
     @Option(help: "Redundancy k/r/s/n.") var scheme = "4/5/7/8"
+    // Shorter than a mount's hourly default: on a network on one machine,
+    // audits cost little, and `granary status` shows them within minutes.
+    @Option(name: .customLong("audit-interval"), help: "Seconds between audits of each farmer.") var auditInterval: Double = 300
     @Option(name: .customLong("passphrase-file"), help: "The renter key's passphrase (else GRANARY_PASSPHRASE, else a prompt on a terminal).")
     var passphraseFile: String?
     @OptionGroup var background: BackgroundWorkOptions
@@ -43,7 +46,8 @@ struct UpCommand: AsyncParsableCommand {
         try network.start()
         print("granary up: seed at \(network.seedAddress); farmers \(network.farmerAddresses.joined(separator: " "))")
 
-        var mountArgs = ["mount", mountpoint, "--bootstrap", network.seedAddress, "--state", state + "/renter", "--scheme", scheme]
+        var mountArgs = ["mount", mountpoint, "--bootstrap", network.seedAddress, "--state", state + "/renter", "--scheme", scheme,
+                         "--audit-interval", "\(auditInterval)"]
         if let cacheSize { mountArgs += ["--cache-size", cacheSize] }
         mountArgs += background.arguments
         mountArgs += keyArgs
