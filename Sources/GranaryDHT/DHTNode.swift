@@ -55,6 +55,19 @@ public actor DHTNode {
     // that sent us a copy meanwhile (they have it: not sent to again).
     var heldPublications: [Hash256: Set<Hash256>] = [:]
     var filterPushScheduled = false
+    // Contacts whose requests timed out since we last heard from them: how
+    // many, and the last when. Other nodes keep naming a dead node in their
+    // replies for a while; lookups skip one that failed twice (one lost
+    // datagram is not enough) until it is heard from again or
+    // `failedContactMemory` passes, since each try costs a request timeout.
+    var recentlyFailed: [Hash256: (failures: Int, last: ContinuousClock.Instant)] = [:]
+    static let failedContactMemory: Duration = .seconds(120)
+
+    /// Contacts lookups treat as failed from the start.
+    var contactsKnownDead: Set<Hash256> {
+        let cutoff = ContinuousClock.now - Self.failedContactMemory
+        return Set(recentlyFailed.filter { $0.value.failures >= 2 && $0.value.last > cutoff }.keys)
+    }
 
     // Bid collectors by offer ID (see DHTNode+Bids.swift).
     var bidCollectors: [Hash256: @Sendable (Bid) -> Void] = [:]
@@ -330,6 +343,7 @@ public actor DHTNode {
     /// tail of its bucket; a full bucket pings its least recently seen
     /// contact and evicts it only if it does not answer.
     func noteSeen(_ c: DHTContact) {
+        recentlyFailed[c.id] = nil
         switch table.update(c) {
         case .added: tableDirty = true
         case .refreshed, .ignored: break
@@ -352,6 +366,11 @@ public actor DHTNode {
     }
 
     func contactFailed(_ c: DHTContact) {
+        recentlyFailed[c.id] = ((recentlyFailed[c.id]?.failures ?? 0) + 1, .now)
+        if recentlyFailed.count > 4 * configuration.k {
+            let cutoff = ContinuousClock.now - Self.failedContactMemory
+            recentlyFailed = recentlyFailed.filter { $0.value.last > cutoff }
+        }
         if table.contains(c.id) {
             table.remove(c.id)
             tableDirty = true
@@ -412,6 +431,7 @@ public actor DHTNode {
 
     func expire(_ requestID: UInt64) {
         guard let p = pending.removeValue(forKey: requestID) else { return }
+        counters.update { $0.requestsTimedOut += 1 }
         p.continuation.resume(returning: nil)
     }
 

@@ -28,6 +28,8 @@ public struct DHTStatistics: Sendable, Equatable {
     /// Filter exchanges that showed a neighbour's filter changed: zero over an
     /// exchange interval network-wide means subscriptions have spread.
     public var filterChanges = 0
+    /// Requests that got no reply within the request timeout.
+    public var requestsTimedOut = 0
     /// Records read back from routing.db at start, and rows dropped there
     /// (expired, altered, over the limit).
     public var recordsLoaded = 0

@@ -89,3 +89,25 @@ import Testing
     }
 }
 
+
+@Suite(.serialized) struct DeadNodeTests {
+    /// Other nodes keep naming a stopped node in their replies; after it has
+    /// failed twice, lookups stop asking it (each try cost a request timeout,
+    /// which made a metadata snapshot at unmount take 12 s with two farmers
+    /// dead), and a node heard from again is asked again.
+    @Test(.timeLimit(.minutes(2))) func lookupsStopAskingNodesThatFailedTwice() async throws {
+        let net = try await LocalDHTNetwork.start(count: 12, configuration: testConfiguration())
+        let dead = [net.nodes[3].id, net.nodes[7].id, net.nodes[9].id]
+        await net.remove([3, 7, 9])
+        let asker = net.nodes[0]
+        for _ in 0..<3 { _ = await asker.closestNodes(to: Hash256.random()) }
+        let before = asker.statistics().requestsTimedOut
+        #expect(before >= 6, "the first lookups asked the dead nodes and timed out: \(before)")
+        for _ in 0..<5 {
+            let closest = await asker.closestNodes(to: Hash256.random())
+            #expect(closest.count == 8 && closest.allSatisfy { !dead.contains($0.id) })
+        }
+        #expect(asker.statistics().requestsTimedOut == before, "later lookups did not wait on dead nodes")
+        await net.stopAll()
+    }
+}
