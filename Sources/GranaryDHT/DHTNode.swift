@@ -58,8 +58,9 @@ public actor DHTNode {
     // Contacts whose requests timed out since we last heard from them: how
     // many, and the last when. Other nodes keep naming a dead node in their
     // replies for a while; lookups skip one that failed twice (one lost
-    // datagram is not enough) until it is heard from again or
-    // `failedContactMemory` passes, since each try costs a request timeout.
+    // datagram is not enough) until it, or any node that failed twice, is
+    // heard from again, or `failedContactMemory` passes, since each try
+    // costs a request timeout.
     var recentlyFailed: [Hash256: (failures: Int, last: ContinuousClock.Instant)] = [:]
     static let failedContactMemory: Duration = .seconds(120)
 
@@ -343,7 +344,10 @@ public actor DHTNode {
     /// tail of its bucket; a full bucket pings its least recently seen
     /// contact and evicts it only if it does not answer.
     func noteSeen(_ c: DHTContact) {
-        recentlyFailed[c.id] = nil
+        // A node we took for dead answers: perhaps it was our own network
+        // that was down (a laptop offline), so every failure we noted may
+        // be ours. Forget them all rather than skip live nodes for minutes.
+        if let f = recentlyFailed.removeValue(forKey: c.id), f.failures >= 2 { recentlyFailed.removeAll() }
         switch table.update(c) {
         case .added: tableDirty = true
         case .refreshed, .ignored: break

@@ -98,6 +98,7 @@ import Testing
     @Test(.timeLimit(.minutes(2))) func lookupsStopAskingNodesThatFailedTwice() async throws {
         let net = try await LocalDHTNetwork.start(count: 12, configuration: testConfiguration())
         let dead = [net.nodes[3].id, net.nodes[7].id, net.nodes[9].id]
+        let firstDead = net.nodes[3].identity
         await net.remove([3, 7, 9])
         let asker = net.nodes[0]
         for _ in 0..<3 { _ = await asker.closestNodes(to: Hash256.random()) }
@@ -108,6 +109,16 @@ import Testing
             #expect(closest.count == 8 && closest.allSatisfy { !dead.contains($0.id) })
         }
         #expect(asker.statistics().requestsTimedOut == before, "later lookups did not wait on dead nodes")
+        // One of them comes back (same identity, new port) and makes itself
+        // heard: lookups ask it again (and, in case the silence was the
+        // asker's own network, the others too).
+        let revived = try await net.makeNode(identity: firstDead)
+        #expect(await revived.ping(address: asker.contact.address) != nil)
+        let timeoutsBefore = asker.statistics().requestsTimedOut
+        let found = await asker.closestNodes(to: revived.id)
+        #expect(found.contains { $0.id == revived.id }, "a node heard from again is asked again")
+        #expect(asker.statistics().requestsTimedOut > timeoutsBefore, "the other dead nodes were asked again too")
+        await revived.stop()
         await net.stopAll()
     }
 }
