@@ -64,10 +64,13 @@ public actor DHTNode {
     var recentlyFailed: [Hash256: (failures: Int, last: ContinuousClock.Instant)] = [:]
     static let failedContactMemory: Duration = .seconds(120)
 
+    /// Failures noted before this are forgotten.
+    var failureMemoryStart: ContinuousClock.Instant { .now - Self.failedContactMemory }
+
     /// Contacts lookups treat as failed from the start.
     var contactsKnownDead: Set<Hash256> {
-        let cutoff = ContinuousClock.now - Self.failedContactMemory
-        return Set(recentlyFailed.filter { $0.value.failures >= 2 && $0.value.last > cutoff }.keys)
+        let start = failureMemoryStart
+        return Set(recentlyFailed.filter { $0.value.failures >= 2 && $0.value.last > start }.keys)
     }
 
     // Bid collectors by offer ID (see DHTNode+Bids.swift).
@@ -372,8 +375,8 @@ public actor DHTNode {
     func contactFailed(_ c: DHTContact) {
         recentlyFailed[c.id] = ((recentlyFailed[c.id]?.failures ?? 0) + 1, .now)
         if recentlyFailed.count > 4 * configuration.k {
-            let cutoff = ContinuousClock.now - Self.failedContactMemory
-            recentlyFailed = recentlyFailed.filter { $0.value.last > cutoff }
+            let start = failureMemoryStart
+            recentlyFailed = recentlyFailed.filter { $0.value.last > start }
         }
         if table.contains(c.id) {
             table.remove(c.id)
