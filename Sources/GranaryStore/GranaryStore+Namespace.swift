@@ -66,8 +66,9 @@ extension GranaryStore {
         rec.attr.atime = now
         if files[ino] != nil {
             needsPersist.insert(ino)  // written with the file's next persist
-        } else if rec.attr.nlink > 0 {
-            do { try metaWrite { db in try writeInodeRow(db, rec) } } catch {}
+        } else if rec.attr.nlink > 0, (try? checkDeferredWrites()) != nil {
+            let row = InodeRow(rec)
+            queueMetaWrite { db in try row.write(db) }
         }
     }
 
@@ -113,11 +114,10 @@ extension GranaryStore {
         rec.attr.mode = mode
         if hadCapability {
             rec.xattrs[Self.capabilityName] = nil
-            do {
-                try metaWrite { db in
-                    try db.run("DELETE FROM xattr WHERE ino = ? AND name = ?", [Int64(bitPattern: rec.attr.ino), Data(Self.capabilityName)])
-                }
-            } catch {}
+            let ino = Int64(bitPattern: rec.attr.ino)
+            queueMetaWrite { db in
+                try db.run("DELETE FROM xattr WHERE ino = ? AND name = ?", [ino, Data(Self.capabilityName)])
+            }
         }
         return true
     }
@@ -132,6 +132,10 @@ extension GranaryStore {
         }
         metaLock.lock(); defer { metaLock.unlock() }
         guard let rec = inodes[ino] else { throw .notFound }
+        // A change of attributes alone (chmod, chown, utimens: cp -a, rsync
+        // -a and tar set them on every file) commits with the next group;
+        // a size change commits now, with the chunks the truncate changed.
+        if c.size == nil { try checkDeferredWrites() }
         let now = wallClockNanos()
         var a = rec.attr
         var acl: [UInt8]?
@@ -151,13 +155,15 @@ extension GranaryStore {
         a.ctime = c.ctime ?? now
         if let s = c.size { a.size = s }
         rec.attr = a
-        try metaWrite { db in
-            try writeInodeRow(db, rec)
+        let row = InodeRow(rec)
+        let statement: DeferredMetaWrites.Statement = { [acl] db in
+            try row.write(db)
             if let acl {
                 try db.run("INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
                            [Int64(bitPattern: ino), Data(PosixACL.accessName), Data(acl)])
             }
         }
+        if c.size == nil { queueMetaWrite(statement) } else { try metaWrite(statement) }
         if let acl { rec.xattrs[PosixACL.accessName] = acl }
         return a
     }
@@ -279,6 +285,7 @@ extension GranaryStore {
         if rec.attr.isDirectory { throw .permission }
         if dir.entries![newName] != nil { throw .exists }
         if rec.attr.nlink == 0 { throw .notFound }
+        try checkDeferredWrites()
         let now = wallClockNanos()
         rec.attr.nlink += 1
         rec.attr.ctime = now
@@ -287,9 +294,10 @@ extension GranaryStore {
         dir.attr.ctime = now
         let cookie = nextCookie
         nextCookie += 1
-        try metaWrite { db in
-            try writeInodeRow(db, rec)
-            try writeInodeRow(db, dir)
+        let rows = (InodeRow(rec), InodeRow(dir))
+        queueMetaWrite { db in
+            try rows.0.write(db)
+            try rows.1.write(db)
             try db.run("INSERT INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
                        [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: ino), cookie])
         }
@@ -303,12 +311,12 @@ extension GranaryStore {
     /// its number when it has file data to release outside metaLock.
     func detachLocked(_ ino: UInt64) -> UInt64? {
         guard let rec = inodes.removeValue(forKey: ino) else { return nil }
-        do {
-            try metaTransaction { db in
-                try db.run("DELETE FROM inode WHERE ino = ?", [Int64(bitPattern: ino)])
-                try db.run("DELETE FROM xattr WHERE ino = ?", [Int64(bitPattern: ino)])
-            }
-        } catch { log.error("meta.db: cannot delete inode \(ino): \(error)") }
+        // After the change that unlinked it, in the same queue; a failed
+        // group is kept and retried, so the rows go in the end.
+        queueMetaWrite { db in
+            try db.run("DELETE FROM inode WHERE ino = ?", [Int64(bitPattern: ino)])
+            try db.run("DELETE FROM xattr WHERE ino = ?", [Int64(bitPattern: ino)])
+        }
         return rec.attr.isRegular ? ino : nil
     }
 
@@ -324,8 +332,13 @@ extension GranaryStore {
         defer { f.lock.unlock() }
         f.freed = true
         f.closeAllCleanFDs()
-        do { try metaTransaction { try $0.run("DELETE FROM chunk WHERE ino = ?", [Int64(bitPattern: ino)]) } } catch {
-            log.error("meta.db: cannot delete chunks of inode \(ino): \(error)")
+        // The chunk map is whole in memory: an empty one with nothing
+        // changed means meta.db has no rows either (an empty file: lock
+        // files, `touch`), and the delete costs no transaction.
+        if !(f.chunks.isEmpty && f.changed.isEmpty) {
+            do { try metaTransaction { try $0.run("DELETE FROM chunk WHERE ino = ?", [Int64(bitPattern: ino)]) } } catch {
+                log.error("meta.db: cannot delete chunks of inode \(ino): \(error)")
+            }
         }
         for (idx, state) in f.chunks {
             if case let .dirty(d) = state { discardDirty(ino, idx, d) }
@@ -334,12 +347,13 @@ extension GranaryStore {
         compactor?.invalidateUsage()
     }
 
-    /// Drops one link to `rec` (metaLock held); returns an inode to release.
-    private func dropLinkLocked(_ rec: InodeRecord, now: Int64) -> UInt64? {
+    /// Drops one link to `rec` (metaLock held); true when nothing
+    /// references it any more (the caller detaches it after queueing the
+    /// change that dropped the link).
+    private func dropLinkLocked(_ rec: InodeRecord, now: Int64) -> Bool {
         if rec.attr.isDirectory { rec.attr.nlink = 0 } else if rec.attr.nlink > 0 { rec.attr.nlink -= 1 }
         rec.attr.ctime = now
-        if rec.attr.nlink == 0 && rec.lookups == 0 && rec.opens == 0 { return detachLocked(rec.attr.ino) }
-        return nil
+        return rec.attr.nlink == 0 && rec.lookups == 0 && rec.opens == 0
     }
 
     public func unlink(parent: UInt64, name: FileName) throws(FSError) {
@@ -350,15 +364,17 @@ extension GranaryStore {
             let dir = try directory(parent)
             guard let e = dir.entries![name], let rec = inodes[e.ino] else { throw .notFound }
             if rec.attr.isDirectory { throw .isDirectory }
+            try checkDeferredWrites()
             let now = wallClockNanos()
             dir.attr.mtime = now
             dir.attr.ctime = now
             rec.attr.nlink -= 1
             rec.attr.ctime = now
-            try metaWrite { db in
+            let rows = (InodeRow(dir), InodeRow(rec))
+            queueMetaWrite { db in
                 try db.run("DELETE FROM entry WHERE parent = ? AND name = ?", [Int64(bitPattern: parent), Data(name)])
-                try writeInodeRow(db, dir)
-                try writeInodeRow(db, rec)
+                try rows.0.write(db)
+                try rows.1.write(db)
             }
             dir.entries![name] = nil
             if rec.attr.nlink == 0 && rec.lookups == 0 && rec.opens == 0 { free = detachLocked(rec.attr.ino) }
@@ -375,16 +391,18 @@ extension GranaryStore {
         guard let e = dir.entries![name], let rec = inodes[e.ino] else { throw .notFound }
         guard rec.attr.isDirectory else { throw .notDirectory }
         if !rec.entries!.isEmpty { throw .notEmpty }
+        try checkDeferredWrites()
         let now = wallClockNanos()
         dir.attr.mtime = now
         dir.attr.ctime = now
         dir.attr.nlink -= 1
         rec.attr.nlink = 0
         rec.attr.ctime = now
-        try metaWrite { db in
+        let rows = (InodeRow(dir), InodeRow(rec))
+        queueMetaWrite { db in
             try db.run("DELETE FROM entry WHERE parent = ? AND name = ?", [Int64(bitPattern: parent), Data(name)])
-            try writeInodeRow(db, dir)
-            try writeInodeRow(db, rec)
+            try rows.0.write(db)
+            try rows.1.write(db)
         }
         dir.entries![name] = nil
         if rec.lookups == 0 && rec.opens == 0 { _ = detachLocked(rec.attr.ino) }
@@ -414,6 +432,7 @@ extension GranaryStore {
         if flags & Self.renameNoReplace != 0 && flags & Self.renameExchange != 0 { throw .invalid }
         for n in [name, newName] where n == [0x2e] || n == [0x2e, 0x2e] { throw .invalid }
         var free: UInt64?
+        var replacing: FileData?
         do {
             metaLock.lock(); defer { metaLock.unlock() }
             let src = try directory(parent)
@@ -421,6 +440,7 @@ extension GranaryStore {
             guard let se = src.entries![name], let srec = inodes[se.ino] else { throw .notFound }
             let de = dst.entries![newName]
             let drec = de.flatMap { inodes[$0.ino] }
+            try checkDeferredWrites()
             let now = wallClockNanos()
 
             if flags & Self.renameExchange != 0 {
@@ -437,12 +457,13 @@ extension GranaryStore {
                 }
                 for r in [srec, drec] { r.attr.ctime = now }
                 for r in [src, dst] { r.attr.mtime = now; r.attr.ctime = now }
-                try metaWrite { db in
+                let rows = [srec, drec, src, dst].map { InodeRow($0) }
+                queueMetaWrite { db in
                     try db.run("UPDATE entry SET ino = ?, cookie = ? WHERE parent = ? AND name = ?",
                                [Int64(bitPattern: de.ino), c1, Int64(bitPattern: parent), Data(name)])
                     try db.run("UPDATE entry SET ino = ?, cookie = ? WHERE parent = ? AND name = ?",
                                [Int64(bitPattern: se.ino), c2, Int64(bitPattern: newParent), Data(newName)])
-                    for r in [srec, drec, src, dst] { try writeInodeRow(db, r) }
+                    for r in rows { try r.write(db) }
                 }
                 return
             }
@@ -470,14 +491,26 @@ extension GranaryStore {
             }
             srec.attr.ctime = now
             for r in [src, dst] { r.attr.mtime = now; r.attr.ctime = now }
-            if let drec { free = dropLinkLocked(drec, now: now) }
-            try metaWrite { db in
+            let unreferenced = drec.map { dropLinkLocked($0, now: now) } ?? false
+            var rows = [srec, src, dst].map { InodeRow($0) }
+            if let drec { rows.append(InodeRow(drec)) }
+            queueMetaWrite { [rows] db in
                 try db.run("DELETE FROM entry WHERE parent = ? AND name = ?", [Int64(bitPattern: parent), Data(name)])
                 try db.run("INSERT OR REPLACE INTO entry (parent, name, ino, cookie) VALUES (?, ?, ?, ?)",
                            [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: se.ino), cookie])
-                for r in [srec, src, dst] { try writeInodeRow(db, r) }
-                if let drec, inodes[drec.attr.ino] != nil { try writeInodeRow(db, drec) }
+                for r in rows { try r.write(db) }
             }
+            if let drec, unreferenced { free = detachLocked(drec.attr.ino) }
+            if drec != nil && needsPersist.contains(se.ino) { replacing = files[se.ino] }
+        }
+        // A file that replaces another is written to meta.db with the rename,
+        // as ext4 does (auto_da_alloc): "write a new version, rename it over
+        // the old one" without fsync then keeps one version or the other
+        // through a crash, never an empty file.
+        if let replacing {
+            replacing.lock.lock()
+            persistLocked(replacing)
+            replacing.lock.unlock()
         }
         if let free { releaseData(free) }
     }
@@ -536,9 +569,14 @@ extension GranaryStore {
         if value.count > 65536 { throw FSError(E2BIG) }
         metaLock.lock(); defer { metaLock.unlock() }
         guard let rec = inodes[ino] else { throw .notFound }
-        let exists = rec.xattrs[name] != nil
-        if flags & Self.xattrCreate != 0 && exists { throw .exists }
-        if flags & Self.xattrReplace != 0 && !exists { throw .noData }
+        let old = rec.xattrs[name]
+        if flags & Self.xattrCreate != 0 && old != nil { throw .exists }
+        if flags & Self.xattrReplace != 0 && old == nil { throw .noData }
+        if old == nil && Self.xattrListSize(rec.xattrs) + name.count + 1 > Self.xattrListLimit { throw .noSpace }
+        if Self.xattrBytes(rec.xattrs) - (old.map { name.count + $0.count } ?? 0) + name.count + value.count > Self.xattrBytesLimit {
+            throw .noSpace
+        }
+        try checkDeferredWrites()
         var stored: [UInt8]? = value
         var attr = rec.attr
         if name == PosixACL.accessName || name == PosixACL.defaultName {
@@ -554,16 +592,33 @@ extension GranaryStore {
         }
         attr.ctime = wallClockNanos()
         rec.attr = attr
-        try metaWrite { db in
+        let row = InodeRow(rec)
+        queueMetaWrite { [stored] db in
             if let stored {
                 try db.run("INSERT OR REPLACE INTO xattr (ino, name, value) VALUES (?, ?, ?)",
                            [Int64(bitPattern: ino), Data(name), Data(stored)])
             } else {
                 try db.run("DELETE FROM xattr WHERE ino = ? AND name = ?", [Int64(bitPattern: ino), Data(name)])
             }
-            try writeInodeRow(db, rec)
+            try row.write(db)
         }
         rec.xattrs[name] = stored
+    }
+
+    /// listxattr cannot return more than 64 KiB of names (XATTR_LIST_MAX):
+    /// a name that would make the list longer is refused with ENOSPC, as
+    /// ext4 refuses one its xattr block cannot hold, so that tools copying
+    /// xattrs (cp -a, rsync -X, tar --xattrs) can always list them.
+    static let xattrListLimit = 65536
+    /// Names and values of one inode together, all of them kept in memory.
+    static let xattrBytesLimit = 1 << 20
+
+    static func xattrListSize(_ xattrs: [FileName: [UInt8]]) -> Int {
+        xattrs.keys.reduce(0) { $0 + $1.count + 1 }
+    }
+
+    static func xattrBytes(_ xattrs: [FileName: [UInt8]]) -> Int {
+        xattrs.reduce(0) { $0 + $1.key.count + $1.value.count }
     }
 
     public func getxattr(_ ino: UInt64, name: FileName) throws(FSError) -> [UInt8] {
@@ -586,10 +641,12 @@ extension GranaryStore {
         metaLock.lock(); defer { metaLock.unlock() }
         guard let rec = inodes[ino] else { throw .notFound }
         guard rec.xattrs[name] != nil else { throw .noData }
+        try checkDeferredWrites()
         rec.attr.ctime = wallClockNanos()
-        try metaWrite { db in
+        let row = InodeRow(rec)
+        queueMetaWrite { db in
             try db.run("DELETE FROM xattr WHERE ino = ? AND name = ?", [Int64(bitPattern: ino), Data(name)])
-            try writeInodeRow(db, rec)
+            try row.write(db)
         }
         rec.xattrs[name] = nil
     }

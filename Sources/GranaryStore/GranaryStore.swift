@@ -296,8 +296,10 @@ public final class GranaryStore: @unchecked Sendable {
 
     // MARK: persistence helpers (metaLock held)
 
+    /// Writes a file's inode row with its chunk rows (persist): the
+    /// size goes in as it is now; `storedSize` follows once committed.
     func writeInodeRow(_ db: Database, _ rec: InodeRecord) throws {
-        try InodeRow(rec).write(db)
+        try InodeRow(persisting: rec).write(db)
     }
 
     func writeChunkRow(_ db: Database, ino: UInt64, idx: Int, state: ChunkState?) throws {
@@ -330,6 +332,7 @@ public final class GranaryStore: @unchecked Sendable {
                 if !f.freed { for idx in changed { try writeChunkRow(db, ino: f.ino, idx: idx, state: f.chunks[idx]) } }
             }
             f.changed.removeAll()
+            rec?.storedSize = rec?.attr.size ?? 0
             return true
         } catch {
             log.error("meta.db write failed for inode \(f.ino): \(error)")
@@ -390,6 +393,7 @@ public final class GranaryStore: @unchecked Sendable {
         for f in locked {
             f.changed.removeAll()
             needsPersist.remove(f.ino)
+            if let rec = inodes[f.ino] { rec.storedSize = rec.attr.size }
         }
         return busy
     }
@@ -439,7 +443,20 @@ public final class GranaryStore: @unchecked Sendable {
     /// later, on another thread). Refused while deferred changes cannot be
     /// committed, so memory never runs far ahead of meta.db.
     func deferMetaWrite(_ statement: @escaping DeferredMetaWrites.Statement) throws(FSError) {
+        try checkDeferredWrites()
+        queueMetaWrite(statement)
+    }
+
+    /// Refuses a namespace change while deferred changes cannot be
+    /// committed (a full disk under meta.db). Callers that change memory
+    /// before they queue their statements check here first.
+    func checkDeferredWrites() throws(FSError) {
         if let failure = deferred.lastFailure { throw FSError(databaseError: failure) }
+    }
+
+    /// Queues a namespace change's statements after `checkDeferredWrites`
+    /// (metaLock held, so the queue keeps the order of the changes).
+    func queueMetaWrite(_ statement: @escaping DeferredMetaWrites.Statement) {
         if deferred.append(statement) { scheduleDeferredCommit(retry: false) }
     }
 

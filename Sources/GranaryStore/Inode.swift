@@ -41,9 +41,13 @@ final class InodeRecord {
     /// Open file handles.
     var opens: Int = 0
     var xattrs: [FileName: [UInt8]] = [:]
+    /// The size meta.db holds for a file, written only together with the
+    /// file's chunk rows (see `InodeRow`).
+    var storedSize: UInt64
 
     init(attr: InodeAttributes) {
         self.attr = attr
+        storedSize = attr.size
         if attr.isDirectory { entries = [:] }
     }
 }

@@ -8,7 +8,20 @@ struct InodeRow: Sendable {
     let parent: UInt64
     let target: [UInt8]?
 
+    /// The row a namespace or attribute change writes. A file's size stays
+    /// the one meta.db has with its chunk rows: those are written later
+    /// (the file's next persist), and a size ahead of them would bring the
+    /// file back after a crash as zeros where its new bytes were.
     init(_ rec: InodeRecord) {
+        var a = rec.attr
+        if a.isRegular { a.size = rec.storedSize }
+        attr = a
+        parent = rec.parent
+        target = rec.target
+    }
+
+    /// The row written with the file's chunk rows: its size as it is now.
+    init(persisting rec: InodeRecord) {
         attr = rec.attr
         parent = rec.parent
         target = rec.target

@@ -43,6 +43,10 @@ final class MountFixture: @unchecked Sendable {
     func crash() {
         child?.kill()
         child = nil
+        // The kernel ends the FUSE connection a moment after the process is
+        // reaped; until then the mount point still looks live.
+        var info = stat()
+        for _ in 0..<100 where lstat(mountpoint, &info) == 0 { usleep(50_000) }
     }
 
     func forceUnmount() {

@@ -182,6 +182,29 @@ expect_errno(errno.ENODATA, lambda: os.setxattr(p("b"), "user.z", b"v", os.XATTR
 os.setxattr(p("b"), "trusted.t", b"tv"); check(sorted(os.listxattr(p("b"))) == ["trusted.t", "user.k"], "listxattr")
 os.removexattr(p("b"), "user.k"); expect_errno(errno.ENODATA, lambda: os.getxattr(p("b"), "user.k"), "removed xattr")
 expect_errno(errno.ENODATA, lambda: os.removexattr(p("b"), "user.k"), "remove missing xattr")
+# A file's xattr names stay listable: past 64 KiB of names (XATTR_LIST_MAX)
+# a new name is refused with ENOSPC, and the list still comes back whole.
+open(p("many-x"), "w").close()
+added = 0
+try:
+    for i in range(10000):
+        os.setxattr(p("many-x"), f"user.a-rather-long-attribute-name-{i:05}", b"v"); added += 1
+except OSError as e:
+    check(e.errno == errno.ENOSPC, f"setxattr past the list limit: {e}")
+check(0 < added < 10000, f"xattr names refused past the list limit (added {added})")
+names = os.listxattr(p("many-x"))
+check(len(names) == added and sum(len(n) + 1 for n in names) <= 65536, "listxattr returns every name")
+os.setxattr(p("many-x"), "user.a-rather-long-attribute-name-00000", b"replaced")
+check(os.getxattr(p("many-x"), "user.a-rather-long-attribute-name-00000") == b"replaced", "an existing name can still be replaced")
+os.removexattr(p("many-x"), "user.a-rather-long-attribute-name-00001")
+os.setxattr(p("many-x"), "user.x", b"fits"); check(os.getxattr(p("many-x"), "user.x") == b"fits", "room again after a remove")
+big = bytes(65536)
+try:
+    for i in range(40): os.setxattr(p("b"), f"user.big{i}", big)
+    check(False, "values past 1 MiB per file accepted")
+except OSError as e:
+    check(e.errno == errno.ENOSPC, f"values past 1 MiB per file: {e}")
+for n in [n for n in os.listxattr(p("b")) if n.startswith("user.big")]: os.removexattr(p("b"), n)
 finish()
 """#
 
