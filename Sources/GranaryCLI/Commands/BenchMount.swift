@@ -6,7 +6,7 @@ import Foundation
 struct MountBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
-        abstract: "Sequential write/read, cold read, small files and metadata rates of the mount against the local disk.",
+        abstract: "Sequential write/read, cold read, small files and metadata rates (create, stat, chmod, unlink) of the mount against the local disk.",
         discussion: "Runs as root (drops the kernel's caches). Segments go to a local folder (--local-segments) for now.")
 
     @Flag(help: "Print one JSON object.") var json = false
@@ -71,6 +71,8 @@ struct MountBench: ParsableCommand {
         report.add("creates_per_s", Double(n) / Self.time { for p in names { close(open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)) } })
         var st = stat()
         report.add("stats_per_s", Double(n) / Self.time { for p in names { stat(p, &st) } })
+        // What cp -a, rsync -a and tar x do to every file they write.
+        report.add("chmods_per_s", Double(n) / Self.time { for p in names { chmod(p, 0o600) } })
         report.add("unlinks_per_s", Double(n) / Self.time { for p in names { unlink(p) } })
         // The goals as ratios of this run: >= 0.8, >= 0.6, <= 2.
         for (name, pair) in [("seq_write_ratio", write), ("warm_read_ratio", read), ("small_files_ratio", small)] {
