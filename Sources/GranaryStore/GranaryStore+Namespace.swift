@@ -66,7 +66,7 @@ extension GranaryStore {
         rec.attr.atime = now
         if files[ino] != nil {
             needsPersist.insert(ino)  // written with the file's next persist
-        } else if rec.attr.nlink > 0, (try? checkDeferredWrites()) != nil {
+        } else if rec.attr.nlink > 0, deferred.lastFailure == nil {
             let row = InodeRow(rec)
             queueMetaWrite { db in try row.write(db) }
         }
@@ -370,16 +370,22 @@ extension GranaryStore {
             dir.attr.ctime = now
             rec.attr.nlink -= 1
             rec.attr.ctime = now
-            let rows = (InodeRow(dir), InodeRow(rec))
-            queueMetaWrite { db in
-                try db.run("DELETE FROM entry WHERE parent = ? AND name = ?", [Int64(bitPattern: parent), Data(name)])
-                try rows.0.write(db)
-                try rows.1.write(db)
-            }
+            queueRemoval(of: name, from: dir, rec)
             dir.entries![name] = nil
             if rec.attr.nlink == 0 && rec.lookups == 0 && rec.opens == 0 { free = detachLocked(rec.attr.ino) }
         }
         if let free { releaseData(free) }
+    }
+
+    /// Queues the rows of an unlink or rmdir: the entry goes, the folder's
+    /// and the inode's new attributes are written (metaLock held).
+    private func queueRemoval(of name: FileName, from dir: InodeRecord, _ rec: InodeRecord) {
+        let rows = (InodeRow(dir), InodeRow(rec))
+        queueMetaWrite { db in
+            try db.run("DELETE FROM entry WHERE parent = ? AND name = ?", [Int64(bitPattern: rows.0.attr.ino), Data(name)])
+            try rows.0.write(db)
+            try rows.1.write(db)
+        }
     }
 
     public func rmdir(parent: UInt64, name: FileName) throws(FSError) {
@@ -398,12 +404,7 @@ extension GranaryStore {
         dir.attr.nlink -= 1
         rec.attr.nlink = 0
         rec.attr.ctime = now
-        let rows = (InodeRow(dir), InodeRow(rec))
-        queueMetaWrite { db in
-            try db.run("DELETE FROM entry WHERE parent = ? AND name = ?", [Int64(bitPattern: parent), Data(name)])
-            try rows.0.write(db)
-            try rows.1.write(db)
-        }
+        queueRemoval(of: name, from: dir, rec)
         dir.entries![name] = nil
         if rec.lookups == 0 && rec.opens == 0 { _ = detachLocked(rec.attr.ino) }
     }

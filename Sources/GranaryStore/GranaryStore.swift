@@ -296,12 +296,6 @@ public final class GranaryStore: @unchecked Sendable {
 
     // MARK: persistence helpers (metaLock held)
 
-    /// Writes a file's inode row with its chunk rows (persist): the
-    /// size goes in as it is now; `storedSize` follows once committed.
-    func writeInodeRow(_ db: Database, _ rec: InodeRecord) throws {
-        try InodeRow(persisting: rec).write(db)
-    }
-
     func writeChunkRow(_ db: Database, ino: UInt64, idx: Int, state: ChunkState?) throws {
         switch state {
         case nil:
@@ -328,7 +322,7 @@ public final class GranaryStore: @unchecked Sendable {
         if changed.isEmpty && rec == nil { return true }
         do {
             try metaTransaction { db in
-                if let rec { try writeInodeRow(db, rec) }
+                if let rec { try InodeRow(persisting: rec).write(db) }
                 if !f.freed { for idx in changed { try writeChunkRow(db, ino: f.ino, idx: idx, state: f.chunks[idx]) } }
             }
             f.changed.removeAll()
@@ -382,7 +376,7 @@ public final class GranaryStore: @unchecked Sendable {
         do {
             try metaTransaction { db in
                 for f in locked {
-                    if let rec = inodes[f.ino] { try writeInodeRow(db, rec) }
+                    if let rec = inodes[f.ino] { try InodeRow(persisting: rec).write(db) }
                     if !f.freed { for idx in f.changed { try writeChunkRow(db, ino: f.ino, idx: idx, state: f.chunks[idx]) } }
                 }
             }

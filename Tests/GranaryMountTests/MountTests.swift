@@ -169,7 +169,6 @@ struct MountTests {
         bg.start()
         Thread.sleep(forTimeInterval: 0.5)
         m.crash()
-        Thread.sleep(forTimeInterval: 0.5)
         try m.start(uploadIdle: 1)
         for i in 1...5 { expectOK(Shell.run("cmp '\(m.dir.path)/ref\(i)' '\(m.path("f\(i)"))'"), "f\(i) after SIGKILL") }
         expectOK(Shell.run("cmp '\(m.dir.path)/ref1' '\(m.path("dir/sub/g"))'"), "nested file after SIGKILL")

@@ -239,7 +239,7 @@ extension RenterStatus {
     var summary: [String: String] {
         // An active contract with a farmer that stopped answering holds no
         // usable space: say how many, rather than count them as healthy.
-        let answering = Set(farmers.filter { !$0.offline && !$0.disqualified && $0.unreachableSeconds == nil }.map(\.id))
+        let answering = Set(farmers.filter { $0.state == nil }.map(\.id))
         let active = contracts.filter { $0.state == "active" }
         let silent = active.filter { !answering.contains($0.farmer) }.count
         var out: [String: String] = [
@@ -256,13 +256,20 @@ extension RenterStatus {
         ]
         for f in farmers {
             let latency = f.latencyMs.map { String(format: "%.0f ms", $0) } ?? "-"
-            let state = f.disqualified ? "disqualified"
-                : f.offline ? "offline"
-                : f.unreachableSeconds.map { String(format: "unreachable for %.0f s", $0) } ?? "ok"
+            let state = f.state ?? "ok"
             out["farmer.\(f.id.prefix(8))"] = String(format: "%@ %@ audit %.2f uptime %.2f latency %@ pieces %d passed %d failed %d",
                                                       f.address, state, f.auditScore, f.uptimeScore, latency, f.pieces, f.auditsPassed, f.auditsFailed)
         }
         return out
+    }
+}
+
+extension RenterStatus.Farmer {
+    /// Why the farmer is not answering, or nil when it is.
+    var state: String? {
+        disqualified ? "disqualified"
+            : offline ? "offline"
+            : unreachableSeconds.map { String(format: "unreachable for %.0f s", $0) }
     }
 }
 
