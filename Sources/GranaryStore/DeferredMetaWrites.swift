@@ -19,11 +19,22 @@ import GRDB
 /// memory state never runs far ahead of the database.
 final class DeferredMetaWrites: @unchecked Sendable {
     typealias Statement = @Sendable (Database) throws -> Void
+    /// Work that may run only once a statement queued before it is
+    /// committed: freeing the cache bytes of a deleted file, which a crash
+    /// before the commit would bring back with its rows.
+    typealias Action = @Sendable () -> Void
+
+    /// What one transaction takes from the queue.
+    struct Batch {
+        var statements: [Statement] = []
+        var actions: [Action] = []
+        var isEmpty: Bool { statements.isEmpty && actions.isEmpty }
+    }
 
     // A lock, not an actor: appended to under metaLock on FUSE threads and
     // drained inside a GRDB write on whichever thread writes next.
     private let lock = NSLock()
-    private var statements: [Statement] = []
+    private var pending = Batch()
     private var scheduled = false
     private var failure: (any Error)?
 
@@ -31,11 +42,13 @@ final class DeferredMetaWrites: @unchecked Sendable {
     /// burst of creates, short enough that a crash loses little.
     static let delay: DispatchTimeInterval = .milliseconds(5)
 
-    /// Queues `statement`; returns true when the caller should schedule a
+    /// Queues `statement`, and `action` to run after the transaction that
+    /// runs it commits; returns true when the caller should schedule a
     /// commit (the first statement of a batch).
-    func append(_ statement: @escaping Statement) -> Bool {
+    func append(_ statement: @escaping Statement, afterCommit action: Action? = nil) -> Bool {
         lock.lock(); defer { lock.unlock() }
-        statements.append(statement)
+        pending.statements.append(statement)
+        if let action { pending.actions.append(action) }
         if scheduled { return false }
         scheduled = true
         return true
@@ -44,22 +57,23 @@ final class DeferredMetaWrites: @unchecked Sendable {
     /// The error of the last failed commit, while no commit has succeeded since.
     var lastFailure: (any Error)? { lock.lock(); defer { lock.unlock() }; return failure }
 
-    var isEmpty: Bool { lock.lock(); defer { lock.unlock() }; return statements.isEmpty }
+    var isEmpty: Bool { lock.lock(); defer { lock.unlock() }; return pending.isEmpty }
 
     /// Takes the pending statements for a transaction about to run them.
-    func take() -> [Statement] {
+    func take() -> Batch {
         lock.lock(); defer { lock.unlock() }
-        let taken = statements
-        statements.removeAll(keepingCapacity: true)
+        let taken = pending
+        pending = Batch()
         scheduled = false
         return taken
     }
 
     /// Puts back statements whose transaction rolled back, ahead of any
     /// queued since, and remembers why.
-    func restore(_ taken: [Statement], after error: (any Error)?) {
+    func restore(_ taken: Batch, after error: (any Error)?) {
         lock.lock(); defer { lock.unlock() }
-        statements = taken + statements
+        pending.statements = taken.statements + pending.statements
+        pending.actions = taken.actions + pending.actions
         if let error { failure = error }
     }
 
@@ -71,7 +85,7 @@ final class DeferredMetaWrites: @unchecked Sendable {
     /// Marks a retry as scheduled; false when one already is.
     func scheduleRetry() -> Bool {
         lock.lock(); defer { lock.unlock() }
-        if scheduled || statements.isEmpty { return false }
+        if scheduled || pending.isEmpty { return false }
         scheduled = true
         return true
     }

@@ -320,7 +320,10 @@ extension GranaryStore {
         return rec.attr.isRegular ? ino : nil
     }
 
-    /// Frees a detached file's chunks and cache files.
+    /// Frees a detached file's chunks and cache files. Its chunk rows go
+    /// with the next group commit, after the rows that detached it; its
+    /// dirty bytes are freed only once that commit is in, since a crash
+    /// before it brings the file back with rows naming them.
     func releaseData(_ ino: UInt64) {
         metaLock.lock()
         let f = files.removeValue(forKey: ino)
@@ -329,22 +332,25 @@ extension GranaryStore {
         metaLock.unlock()
         guard let f else { return }
         f.lock.lock()
-        defer { f.lock.unlock() }
         f.freed = true
         f.closeAllCleanFDs()
         // The chunk map is whole in memory: an empty one with nothing
         // changed means meta.db has no rows either (an empty file: lock
-        // files, `touch`), and the delete costs no transaction.
-        if !(f.chunks.isEmpty && f.changed.isEmpty) {
-            do { try metaTransaction { try $0.run("DELETE FROM chunk WHERE ino = ?", [Int64(bitPattern: ino)]) } } catch {
-                log.error("meta.db: cannot delete chunks of inode \(ino): \(error)")
-            }
-        }
-        for (idx, state) in f.chunks {
-            if case let .dirty(d) = state { discardDirty(ino, idx, d) }
+        // files, `touch`), and the delete costs no statement.
+        let hasRows = !(f.chunks.isEmpty && f.changed.isEmpty)
+        let dirty: [(idx: Int, slot: Int?, fd: Int32)] = f.chunks.compactMap { idx, state in
+            if case let .dirty(d) = state { return (idx, d.slot, d.fd) }
+            return nil
         }
         f.chunks.removeAll()
-        compactor?.invalidateUsage()
+        f.lock.unlock()
+        guard hasRows else { return }
+        metaLock.lock()
+        queueMetaWrite({ db in try db.run("DELETE FROM chunk WHERE ino = ?", [Int64(bitPattern: ino)]) }, afterCommit: { [self] in
+            for d in dirty { discardDirty(ino, d.idx, slot: d.slot, fd: d.fd) }
+            compactor?.invalidateUsage()
+        })
+        metaLock.unlock()
     }
 
     /// Drops one link to `rec` (metaLock held); true when nothing

@@ -281,7 +281,11 @@ public final class GranaryStore: @unchecked Sendable {
     /// slot is let go only once meta.db no longer names it (the caller has
     /// committed the chunk's new row).
     func discardDirty(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk) {
-        if let slot = d.slot { slab.retire(slot) } else { close(d.fd); Glibc.unlink(dirtyPath(ino, idx)) }
+        discardDirty(ino, idx, slot: d.slot, fd: d.fd)
+    }
+
+    func discardDirty(_ ino: UInt64, _ idx: Int, slot: Int?, fd: Int32) {
+        if let slot { slab.retire(slot) } else { close(fd); Glibc.unlink(dirtyPath(ino, idx)) }
     }
 
     /// Makes retired slab slots reusable once the commits that let go of
@@ -413,14 +417,15 @@ public final class GranaryStore: @unchecked Sendable {
     /// statements run first, in the same transaction, so meta.db stays a
     /// prefix of what the mount did (see `DeferredMetaWrites`).
     func metaTransaction<T>(_ body: (Database) throws -> T) throws -> T {
-        var taken: [DeferredMetaWrites.Statement] = []
+        var taken = DeferredMetaWrites.Batch()
         do {
             let result = try db.write { db -> T in
                 taken = deferred.take()
-                for statement in taken { try statement(db) }
+                for statement in taken.statements { try statement(db) }
                 return try body(db)
             }
             if !taken.isEmpty { deferred.committed() }
+            for action in taken.actions { action() }
             return result
         } catch {
             if !taken.isEmpty {
@@ -450,8 +455,8 @@ public final class GranaryStore: @unchecked Sendable {
 
     /// Queues a namespace change's statements after `checkDeferredWrites`
     /// (metaLock held, so the queue keeps the order of the changes).
-    func queueMetaWrite(_ statement: @escaping DeferredMetaWrites.Statement) {
-        if deferred.append(statement) { scheduleDeferredCommit(retry: false) }
+    func queueMetaWrite(_ statement: @escaping DeferredMetaWrites.Statement, afterCommit action: DeferredMetaWrites.Action? = nil) {
+        if deferred.append(statement, afterCommit: action) { scheduleDeferredCommit(retry: false) }
     }
 
     func scheduleDeferredCommit(retry: Bool) {

@@ -238,6 +238,54 @@ if bad: print("; ".join(bad)); sys.exit(1)
         expectOK(Shell.python(check, args: [m.mountpoint]), "after SIGKILL")
     }
 
+    /// A deleted file's rows go with the next group commit and its dirty
+    /// bytes only after it: killed right after a burst of deletes, the mount
+    /// brings every file back whole or not at all; once the deletes commit
+    /// (fsync of the folder), the bytes are freed.
+    @Test(.timeLimit(.minutes(3)))
+    func deletedFilesComeBackWholeOrNotAtAllAfterSIGKILL() throws {
+        let m = try MountFixture(uploadIdle: 600)
+        defer { m.stop() }
+        // Small files (slab slots) and larger ones (files of their own),
+        // fsynced, then deleted; the mount is killed by the same script.
+        let script = #"""
+import os, sys, signal
+root, pid = sys.argv[1], int(sys.argv[2])
+def body(i): return bytes([i % 251]) * (1000 + (i * 7919) % (300 << 10))
+for i in range(120):
+    with open(os.path.join(root, f"f{i}"), "wb") as f: f.write(body(i)); os.fsync(f.fileno())
+fd = os.open(root, os.O_RDONLY); os.fsync(fd); os.close(fd)
+for i in range(120): os.unlink(os.path.join(root, f"f{i}"))
+os.kill(pid, signal.SIGKILL)
+"""#
+        let pid = try #require(m.child?.pid)
+        expectOK(Shell.python(script, args: [m.mountpoint, String(pid)]), "write, fsync, delete, kill")
+        m.crash()
+        try m.start(uploadIdle: 600)
+        let check = #"""
+import os, sys
+root = sys.argv[1]
+def body(i): return bytes([i % 251]) * (1000 + (i * 7919) % (300 << 10))
+bad = [n for n in os.listdir(root) if open(os.path.join(root, n), "rb").read() != body(int(n[1:]))]
+if bad: print("came back damaged:", bad); sys.exit(1)
+print(len(os.listdir(root)), "came back")
+"""#
+        expectOK(Shell.python(check, args: [m.mountpoint]), "after SIGKILL")
+        // Delete what came back; the folder's fsync commits the deletes,
+        // after which no dirty byte of them is kept.
+        expectOK(Shell.run("rm -f '\(m.mountpoint)'/f* && python3 -c 'import os; fd = os.open(\"\(m.mountpoint)\", os.O_RDONLY); os.fsync(fd)'"), "delete the rest")
+        let bin = try GranaryBinary.require()
+        var dirty = Int.max, files: [String] = []
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            dirty = statusField(Shell.run("'\(bin)' status --state '\(m.state)' --json").output, "dirtyBytes") ?? Int.max
+            files = ((try? FileManager.default.contentsOfDirectory(atPath: m.state + "/cache/dirty")) ?? []).filter { $0 != "slab" }
+            if dirty == 0 && files.isEmpty { break }
+            usleep(100_000)
+        }
+        #expect(dirty == 0 && files.isEmpty, "after the deletes: \(dirty) dirty bytes, cache files \(files)")
+    }
+
     /// The uploader slows down while the mount is being read, but a reader
     /// that never stops must not hold uploads back for good: 96 MiB written
     /// beside a reader that reads all the time is uploaded without a flush.

@@ -6,7 +6,7 @@ import Foundation
 struct MountBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
-        abstract: "Sequential write/read, cold read, small files and metadata rates (create, stat, chmod, unlink) of the mount against the local disk.",
+        abstract: "Sequential write/read, cold read, small files (copy and delete) and metadata rates (create, stat, chmod, unlink) of the mount against the local disk.",
         discussion: "Runs as root (drops the kernel's caches). Segments go to a local folder (--local-segments) for now.")
 
     @Flag(help: "Print one JSON object.") var json = false
@@ -74,6 +74,17 @@ struct MountBench: ParsableCommand {
         // What cp -a, rsync -a and tar x do to every file they write.
         report.add("chmods_per_s", Double(n) / Self.time { for p in names { chmod(p, 0o600) } })
         report.add("unlinks_per_s", Double(n) / Self.time { for p in names { unlink(p) } })
+        // The copies again, deleted (what rsync --delete and a backup
+        // tool's prune do): files with data, uploaded by the flush above.
+        var removed = 0
+        let rm = Self.paired(rounds, mount: {
+            removed += 1
+            return Self.time { _ = Self.shell("rm -rf '\(mnt)/small\(removed)'") }
+        }, local: {
+            Self.time { _ = Self.shell("rm -rf '\(local)/small\(removed)'") }
+        })
+        report.add("rm_small_files_s", rm.mount)
+        report.add("local_rm_small_files_s", rm.local)
         // The goals as ratios of this run: >= 0.8, >= 0.6, <= 2.
         for (name, pair) in [("seq_write_ratio", write), ("warm_read_ratio", read), ("small_files_ratio", small)] {
             report.add(name, pair.ratio)
