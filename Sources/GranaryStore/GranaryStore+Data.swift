@@ -41,6 +41,7 @@ extension GranaryStore {
             return f
         }
         if free() >= config.minimumFreeDisk { return }
+        reaper.drain()
         cleanCache.evictAll()
         if free() >= config.minimumFreeDisk { return }
         log.error("cache disk at \(config.stateDirectory) has less than \(config.minimumFreeDisk >> 20) MiB free: writes fail with ENOSPC until the uploader drains dirty data")

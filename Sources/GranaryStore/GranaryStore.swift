@@ -66,6 +66,8 @@ public final class GranaryStore: @unchecked Sendable {
     let dirtyDirectory: String
     /// Slots for the dirty bytes of small chunks (one shared cache file).
     let slab: ChunkSlab
+    /// Deletes the files of dropped dirty chunks off the FUSE threads.
+    let reaper: CacheFileReaper
     let cacheSpace = FreeSpaceGauge()
     let readActivity = ReadActivity()
     let cleanCache: CleanCache
@@ -116,6 +118,7 @@ public final class GranaryStore: @unchecked Sendable {
             }
         }
         slab = try ChunkSlab(directory: dirtyDirectory)
+        reaper = CacheFileReaper(directory: dirtyDirectory)
         cleanCache = CleanCache(directory: cleanDirectory, budget: configuration.cacheBudget, slab: slab)
         var dbConfig = Configuration()
         dbConfig.prepareDatabase { db in
@@ -285,7 +288,7 @@ public final class GranaryStore: @unchecked Sendable {
     }
 
     func discardDirty(_ ino: UInt64, _ idx: Int, slot: Int?, fd: Int32) {
-        if let slot { slab.retire(slot) } else { close(fd); Glibc.unlink(dirtyPath(ino, idx)) }
+        if let slot { slab.retire(slot) } else { reaper.delete(fd: fd, path: dirtyPath(ino, idx)) }
     }
 
     /// Makes retired slab slots reusable once the commits that let go of

@@ -286,6 +286,46 @@ print(len(os.listdir(root)), "came back")
         #expect(dirty == 0 && files.isEmpty, "after the deletes: \(dirty) dirty bytes, cache files \(files)")
     }
 
+    /// Overwriting a file (O_TRUNC) hands its old chunk files to a thread
+    /// that deletes them: the new content is there at once, the old files
+    /// go soon after, and a crash before they go leaves nothing behind
+    /// once the mount is back.
+    @Test(.timeLimit(.minutes(3)))
+    func overwrittenChunkFilesAreDeletedInTheBackground() throws {
+        let m = try MountFixture(uploadIdle: 600)
+        defer { m.stop() }
+        let dirty = m.state + "/cache/dirty"
+        func leftovers() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: dirty)) ?? []).filter { $0.hasPrefix(".gone-") }
+        }
+        let overwrite = #"""
+import os, sys, signal
+path, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+body = bytes((i * seed + i // 4096) % 256 for i in range(size))
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, body); os.fsync(fd); os.close(fd)
+if len(sys.argv) > 4: os.kill(int(sys.argv[4]), signal.SIGKILL)
+"""#
+        let verify = #"""
+import sys
+path, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if open(path, "rb").read() != bytes((i * seed + i // 4096) % 256 for i in range(size)): print("wrong content"); sys.exit(1)
+"""#
+        let f = m.path("f")
+        expectOK(Shell.python(overwrite, args: [f, String(12 << 20), "7"]), "first version (3 chunk files)")
+        expectOK(Shell.python(overwrite, args: [f, String(9 << 20), "13"]), "overwrite")
+        expectOK(Shell.python(verify, args: [f, String(9 << 20), "13"]), "new content")
+        let deadline = Date().addingTimeInterval(10)
+        while !leftovers().isEmpty && Date() < deadline { usleep(50_000) }
+        #expect(leftovers().isEmpty, "old chunk files not deleted: \(leftovers())")
+        let pid = try #require(m.child?.pid)
+        expectOK(Shell.python(overwrite, args: [f, String(5 << 20), "29", String(pid)]), "overwrite, then SIGKILL")
+        m.crash()
+        try m.start(uploadIdle: 600)
+        expectOK(Shell.python(verify, args: [f, String(5 << 20), "29"]), "content after SIGKILL")
+        #expect(leftovers().isEmpty, "a crash left old chunk files: \(leftovers())")
+    }
+
     /// The uploader slows down while the mount is being read, but a reader
     /// that never stops must not hold uploads back for good: 96 MiB written
     /// beside a reader that reads all the time is uploaded without a flush.
