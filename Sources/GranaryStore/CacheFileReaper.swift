@@ -1,32 +1,34 @@
 import Foundation
 
-/// Deletes dropped dirty-chunk files on a thread of its own. Freeing a
+/// Deletes dropped cache files (dirty chunks cut off by a truncate or a
+/// delete, clean chunks evicted) on a thread of its own. Freeing a
 /// file's blocks is slow: the kernel waits for its pages under writeback
 /// and, on a disk mounted with `discard`, for the device to discard its
 /// blocks (300 ms for the 256 chunk files of a 1 GiB file here), which an
 /// O_TRUNC, a truncate or an rm would otherwise wait for inside the FUSE
-/// request. A file is first renamed to a name of its own, which is cheap,
-/// so its path is free at once for the next chunk at that index; names a
-/// crash leaves behind are removed at start with the other cache files no
-/// row names. Thread-safe.
+/// request or a read that evicts. A file is first renamed into the dirty
+/// folder under a name of its own, which is cheap, so its path is free at
+/// once for the next chunk of that index or id; names a crash leaves
+/// behind are removed at start with the other cache files no row names.
+/// Thread-safe.
 final class CacheFileReaper: @unchecked Sendable {
     private let directory: String
     private let cond = NSCondition()
-    private var pending: [(fd: Int32, path: String)] = []
+    private var pending: [(fd: Int32?, path: String)] = []
     /// A thread is deleting; it ends when nothing is left.
     private var running = false
     private var counter: UInt64 = 0
 
     init(directory: String) { self.directory = directory }
 
-    /// Closes `fd` and deletes the file at `path`, later.
-    func delete(fd: Int32, path: String) {
+    /// Deletes the file at `path` and closes `fd`, later.
+    func delete(_ path: String, closing fd: Int32? = nil) {
         cond.lock()
         counter += 1
         let gone = "\(directory)/.gone-\(getpid())-\(counter)"
         cond.unlock()
         guard rename(path, gone) == 0 else {
-            close(fd)
+            if let fd { close(fd) }
             unlink(path)
             return
         }
@@ -54,7 +56,7 @@ final class CacheFileReaper: @unchecked Sendable {
         cond.lock()
         while let next = pending.popLast() {
             cond.unlock()
-            close(next.fd)
+            if let fd = next.fd { close(fd) }
             unlink(next.path)
             cond.lock()
         }

@@ -11,6 +11,7 @@ final class CleanCache: @unchecked Sendable {
     let directory: String
     let budget: UInt64
     let slab: ChunkSlab
+    let reaper: CacheFileReaper
     private struct Entry {
         var size: UInt64
         var tick: UInt64
@@ -21,10 +22,11 @@ final class CleanCache: @unchecked Sendable {
     private var tick: UInt64 = 0
     private(set) var totalBytes: UInt64 = 0
 
-    init(directory: String, budget: UInt64, slab: ChunkSlab) {
+    init(directory: String, budget: UInt64, slab: ChunkSlab, reaper: CacheFileReaper) {
         self.directory = directory
         self.budget = budget
         self.slab = slab
+        self.reaper = reaper
         // Rebuild from what the folder holds; partial downloads are dropped.
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for name in names {
@@ -110,7 +112,7 @@ final class CleanCache: @unchecked Sendable {
     /// Deletes an entry's bytes: its file, or its slot (reused once no
     /// reader holds it).
     private func drop(_ id: Hash256, _ e: Entry) {
-        if let slot = e.slot { slab.retire(slot) } else { unlink(path(id)) }
+        if let slot = e.slot { slab.retire(slot) } else { reaper.delete(path(id)) }
     }
 
     /// Removes an entry from the books; its bytes are the caller's to drop.
@@ -128,7 +130,7 @@ final class CleanCache: @unchecked Sendable {
 
     /// Forgets a chunk and deletes its bytes (no file refers to it any more).
     func remove(_ id: Hash256) {
-        if let old = take(id) { drop(id, old) } else { unlink(path(id)) }
+        if let old = take(id) { drop(id, old) } else { reaper.delete(path(id)) }
     }
 
     // MARK: slots across a restart

@@ -42,7 +42,9 @@ extension GranaryStore {
         }
         if free() >= config.minimumFreeDisk { return }
         reaper.drain()
+        if free() >= config.minimumFreeDisk { return }
         cleanCache.evictAll()
+        reaper.drain()
         if free() >= config.minimumFreeDisk { return }
         log.error("cache disk at \(config.stateDirectory) has less than \(config.minimumFreeDisk >> 20) MiB free: writes fail with ENOSPC until the uploader drains dirty data")
         throw .noSpace

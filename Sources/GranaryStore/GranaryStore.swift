@@ -119,7 +119,7 @@ public final class GranaryStore: @unchecked Sendable {
         }
         slab = try ChunkSlab(directory: dirtyDirectory)
         reaper = CacheFileReaper(directory: dirtyDirectory)
-        cleanCache = CleanCache(directory: cleanDirectory, budget: configuration.cacheBudget, slab: slab)
+        cleanCache = CleanCache(directory: cleanDirectory, budget: configuration.cacheBudget, slab: slab, reaper: reaper)
         var dbConfig = Configuration()
         dbConfig.prepareDatabase { db in
             // NORMAL in WAL mode: a commit survives a crash of this process;
@@ -288,7 +288,7 @@ public final class GranaryStore: @unchecked Sendable {
     }
 
     func discardDirty(_ ino: UInt64, _ idx: Int, slot: Int?, fd: Int32) {
-        if let slot { slab.retire(slot) } else { reaper.delete(fd: fd, path: dirtyPath(ino, idx)) }
+        if let slot { slab.retire(slot) } else { reaper.delete(dirtyPath(ino, idx), closing: fd) }
     }
 
     /// Makes retired slab slots reusable once the commits that let go of
