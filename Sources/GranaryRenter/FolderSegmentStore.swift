@@ -30,7 +30,11 @@ public struct FolderSegmentStore: SegmentStore {
                 if n < 0 { if errno == EINTR { continue }; return false }
                 done += n
             }
-            return fsync(fd) == 0
+            guard fsync(fd) == 0 else { return false }
+            // Out of the page cache once durable, as farmers keep pieces
+            // (they write them with O_DIRECT).
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+            return true
         }
         let err = errno
         close(fd)

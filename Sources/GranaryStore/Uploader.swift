@@ -443,6 +443,14 @@ extension GranaryStore {
         // read for the end of the file.
         var st = stat()
         if fstat(d.fd, &st) == 0 && Int(st.st_size) < length { _ = ftruncate(d.fd, off_t(length)) }
+        // Its pages leave the page cache (as borg does with what it has
+        // made durable): a read through the mount caches what it reads in
+        // the mount's own page cache, so these would be a second copy. On
+        // these VMs a page the kernel frees is reused at once, while a new
+        // one costs the host a fault: a 1 GiB write beside the upload of
+        // the previous gigabyte ran at 410-590 MB/s keeping them and at
+        // 660-1,170 MB/s dropping them.
+        _ = posix_fadvise(d.fd, 0, 0, POSIX_FADV_DONTNEED)
         close(d.fd)
         let from = dirtyPath(ino, idx)
         let to = cleanCache.path(id)
