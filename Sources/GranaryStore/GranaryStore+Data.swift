@@ -92,7 +92,7 @@ extension GranaryStore {
             } else {
                 d = DirtyChunk(fd: fd, base: id, baseLimit: length)
             }
-        } else if case let .dirty(old)? = f.chunks[idx], let slot = old.slot {
+        } else if case let .dirty(old)? = f.chunks[idx], old.slot != nil {
             // Out of its slot: the slot's bytes first.
             let buf = UnsafeMutableRawPointer.allocate(byteCount: ChunkSlab.slotSize, alignment: 4096)
             let n = preadFull(old.fd, buf, ChunkSlab.slotSize, old.origin)

@@ -200,7 +200,7 @@ struct MountBench: ParsableCommand {
             let size = Int.random(in: (1 << 10)...(64 << 10))
             var data = Array(buf[0..<size])
             withUnsafeBytes(of: i) { b in for (k, x) in b.enumerated() { data[k] = x } }
-            FileManager.default.createFile(atPath: sub + "/f\(i)", contents: Data(data))
+            _ = FileManager.default.createFile(atPath: sub + "/f\(i)", contents: Data(data))
         }
     }
 }

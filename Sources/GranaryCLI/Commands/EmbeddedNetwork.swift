@@ -97,7 +97,7 @@ final class EmbeddedNetwork: @unchecked Sendable {  // used from the main task a
             record.farmers.append(node)
         }
         let data = try JSONEncoder().encode(record)
-        FileManager.default.createFile(atPath: recordPath, contents: data)
+        try data.write(to: URL(fileURLWithPath: recordPath), options: .atomic)
     }
 
     /// Starts one node; if its old ports are taken, retries on port 0.

@@ -19,7 +19,7 @@ final class ManagedChild: @unchecked Sendable {  // Process is thread-safe for t
         env["GRANARY_PARENT_PID"] = String(getpid())
         child.process.environment = env
         if let log {
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             handle.truncateFile(atOffset: 0)
             child.process.standardOutput = handle
