@@ -398,13 +398,18 @@ extension GranaryStore {
             return
         }
         var uploaded: UInt64 = 0
+        var deletedMeanwhile: Set<UInt64> = []
         for p in marked {
             let f = p.file
             f.lock.lock()
             defer { f.lock.unlock() }
             guard let d = unchanged(p) else {
-                // Written meanwhile: its row says clean, make it say dirty again.
-                if !f.freed {
+                if f.freed {
+                    // Deleted meanwhile: its chunk rows may have gone before
+                    // the clean row was written.
+                    deletedMeanwhile.insert(f.ino)
+                } else {
+                    // Written meanwhile: its row says clean, make it say dirty again.
                     f.changed.insert(p.idx)
                     metaLock.lock(); needsPersist.insert(f.ino); metaLock.unlock()
                 }
@@ -422,6 +427,13 @@ extension GranaryStore {
             f.changed.remove(p.idx)
             keepAsCleanCopy(f.ino, p.idx, d, id: p.id, length: p.length)
             uploaded += UInt64(p.length)
+        }
+        if !deletedMeanwhile.isEmpty {
+            let inos = deletedMeanwhile.map { Int64(bitPattern: $0) }
+            metaLock.lock()
+            queueMetaWrite({ db in for ino in inos { try db.run("DELETE FROM chunk WHERE ino = ?", [ino]) } },
+                           afterCommit: { [self] in compactor?.invalidateUsage() })
+            metaLock.unlock()
         }
         uploader.record(bytes: uploaded)
     }
