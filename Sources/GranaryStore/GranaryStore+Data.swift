@@ -423,6 +423,7 @@ extension GranaryStore {
             rec.attr.mtime = now
             rec.attr.ctime = now
             if dropPrivileges { modeChanged = dropPrivilegesLocked(rec) }
+            rec.lastDataWrite = monotonicNanos()
             needsPersist.insert(ino)
         }
         metaLock.unlock()

@@ -347,9 +347,15 @@ public final class GranaryStore: @unchecked Sendable {
     /// throughout so no fsync writes rows in between. A file whose lock is
     /// busy is tried, never waited for there (the lock order is file, then
     /// metaLock), and persisted on its own afterwards.
-    func persistAll() {
+    ///
+    /// With `writtenBefore`, files written since then wait for a later call:
+    /// a pass every 0.25 s persisting the files a copy had just written held
+    /// metaLock, which every namespace request needs, for a transaction of
+    /// 32 files at a time (a warm `cp -r` of 2,000 small files took 540-1,040
+    /// ms with it, 520-625 ms without).
+    func persistAll(writtenBefore: UInt64? = nil) {
         metaLock.lock()
-        let pending = Array(needsPersist)
+        let pending = writtenBefore.map { cutoff in needsPersist.filter { (inodes[$0]?.lastDataWrite ?? 0) < cutoff } } ?? Array(needsPersist)
         metaLock.unlock()
         var busy: [FileData] = []
         var start = 0

@@ -44,6 +44,9 @@ final class InodeRecord {
     /// The size meta.db holds for a file, written only together with the
     /// file's chunk rows (see `InodeRow`).
     var storedSize: UInt64
+    /// When a write last changed the file's bytes (monotonic), so that the
+    /// uploader's passes leave a file being written to a later one.
+    var lastDataWrite: UInt64 = 0
 
     init(attr: InodeAttributes) {
         self.attr = attr

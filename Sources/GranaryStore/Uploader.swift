@@ -112,11 +112,13 @@ extension GranaryStore {
     /// join the next one, so copying many small files does not cost one
     /// scan of every file per close. Flush and stop are not delayed.
     static let minimumPassInterval = 0.25
+    static let fullPersistInterval: UInt64 = 5_000_000_000
 
     private func uploaderMain() {
         runInBackground()
         var failures = 0
         var lastPass = Date.distantPast
+        var lastFullPersist = monotonicNanos()
         while true {
             let u = uploader
             u.cond.lock()
@@ -129,7 +131,16 @@ extension GranaryStore {
             let stopping = u.stopping
             u.cond.unlock()
 
-            persistAll()
+            // Every file idle for half the upload delay (so none is
+            // uploaded before its rows are written), and every 5 s all of
+            // them: what a crash loses of writes nobody fsynced.
+            let now = monotonicNanos()
+            if force || now &- lastFullPersist >= Self.fullPersistInterval {
+                persistAll()
+                lastFullPersist = now
+            } else {
+                persistAll(writtenBefore: now &- UInt64(config.idleUploadDelay * 5e8))
+            }
             referenceLock.lock()
             let ok = uploadPass(force: force)
             referenceLock.unlock()
