@@ -345,12 +345,9 @@ extension GranaryStore {
         f.chunks.removeAll()
         f.lock.unlock()
         guard hasRows else { return }
-        metaLock.lock()
-        queueMetaWrite({ db in try db.run("DELETE FROM chunk WHERE ino = ?", [Int64(bitPattern: ino)]) }, afterCommit: { [self] in
+        queueChunkRowDeletion([ino]) { [self] in
             for d in dirty { discardDirty(ino, d.idx, slot: d.slot, fd: d.fd) }
-            compactor?.invalidateUsage()
-        })
-        metaLock.unlock()
+        }
     }
 
     /// Drops one link to `rec` (metaLock held); true when nothing

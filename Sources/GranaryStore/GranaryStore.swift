@@ -303,6 +303,17 @@ public final class GranaryStore: @unchecked Sendable {
 
     // MARK: persistence helpers (metaLock held)
 
+    /// Queues the removal of deleted files' chunk rows (takes metaLock);
+    /// `then` runs once that is committed, and the segments' usage is
+    /// counted again.
+    func queueChunkRowDeletion(_ inos: [UInt64], then: @escaping @Sendable () -> Void = {}) {
+        let keys = inos.map { Int64(bitPattern: $0) }
+        metaLock.lock()
+        queueMetaWrite({ db in for ino in keys { try db.run("DELETE FROM chunk WHERE ino = ?", [ino]) } },
+                       afterCommit: { [self] in then(); compactor?.invalidateUsage() })
+        metaLock.unlock()
+    }
+
     func writeChunkRow(_ db: Database, ino: UInt64, idx: Int, state: ChunkState?) throws {
         switch state {
         case nil:

@@ -439,13 +439,7 @@ extension GranaryStore {
             keepAsCleanCopy(f.ino, p.idx, d, id: p.id, length: p.length)
             uploaded += UInt64(p.length)
         }
-        if !deletedMeanwhile.isEmpty {
-            let inos = deletedMeanwhile.map { Int64(bitPattern: $0) }
-            metaLock.lock()
-            queueMetaWrite({ db in for ino in inos { try db.run("DELETE FROM chunk WHERE ino = ?", [ino]) } },
-                           afterCommit: { [self] in compactor?.invalidateUsage() })
-            metaLock.unlock()
-        }
+        if !deletedMeanwhile.isEmpty { queueChunkRowDeletion(Array(deletedMeanwhile)) }
         uploader.record(bytes: uploaded)
     }
 
