@@ -253,7 +253,9 @@ import os, sys, signal
 root, pid = sys.argv[1], int(sys.argv[2])
 def body(i): return bytes([i % 251]) * (1000 + (i * 7919) % (300 << 10))
 for i in range(120):
-    with open(os.path.join(root, f"f{i}"), "wb") as f: f.write(body(i)); os.fsync(f.fileno())
+    # Unbuffered: Python keeps a write under 8 KiB in its own buffer until
+    # close, after the fsync, and such a file rightly comes back empty.
+    with open(os.path.join(root, f"f{i}"), "wb", buffering=0) as f: f.write(body(i)); os.fsync(f.fileno())
 fd = os.open(root, os.O_RDONLY); os.fsync(fd); os.close(fd)
 for i in range(120): os.unlink(os.path.join(root, f"f{i}"))
 os.kill(pid, signal.SIGKILL)
