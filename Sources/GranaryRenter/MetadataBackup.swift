@@ -150,7 +150,7 @@ public actor MetadataBackup {
 
     private func resign() async {
         _ = try? await serialized { () async throws -> Int in
-            guard let rows = try? await self.engine.database.snapshots(), !rows.isEmpty else { return 0 }
+            guard let rows = try? self.engine.database.snapshots(), !rows.isEmpty else { return 0 }
             return await self.publish(rows)
         }
     }

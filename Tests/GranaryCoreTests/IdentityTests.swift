@@ -41,7 +41,7 @@ import Testing
         #expect(throws: IdentityError.self) { try NodeIdentity.load(from: path, difficulty: 4) }
         chmod(path, 0o600)
         // Garbage and a higher difficulty than the key has are refused.
-        FileManager.default.createFile(atPath: path, contents: Data("garbage".utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: path, contents: Data("garbage".utf8), attributes: [.posixPermissions: 0o600])
         #expect(throws: IdentityError.self) { try NodeIdentity.load(from: path, difficulty: 4) }
     }
 }

@@ -75,7 +75,7 @@ import Testing
 
         // The original raw 32-byte format, readable by others: refused.
         try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: state + "/master.key", contents: Data((0..<32).map { UInt8($0) }))
+        _ = FileManager.default.createFile(atPath: state + "/master.key", contents: Data((0..<32).map { UInt8($0) }))
         chmod(state + "/master.key", 0o644)
         let open = try granary("mount '\(dir.path)/mnt' --state '\(state)' --local-segments '\(dir.path)/seg'")
         #expect(open.status != 0 && open.output.contains("refusing a key others can read"), "\(open.output)")

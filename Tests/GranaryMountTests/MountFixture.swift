@@ -72,7 +72,7 @@ enum Shell {
         p.arguments = ["-c", command]
         if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("granary-sh-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: out.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: out) }
         guard let h = try? FileHandle(forWritingTo: out) else { return Result(status: -1, output: "cannot capture output") }
         p.standardOutput = h
