@@ -15,7 +15,7 @@ struct MountBench: ParsableCommand {
     @Option(name: .customLong("work-dir"), help: "Folder on the disk to measure (a temporary folder is made in it).") var workDir: String = NSTemporaryDirectory()
     @Option(name: .customLong("local-segments"), help: "Segment folder (default: inside the work folder).") var localSegments: String?
     @Flag(name: .customLong("writeback-cache"), help: .hidden) var writebackCache = false
-    @Option(help: "Rounds of each mount/local pair, alternated; figures are medians.") var rounds = 3
+    @Option(help: "Rounds of each mount/local pair, alternated; figures are medians.") var rounds = 5
 
     func run() throws {
         let base = (workDir as NSString).appendingPathComponent("granary-bench-\(getpid())")
