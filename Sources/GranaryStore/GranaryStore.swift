@@ -66,7 +66,8 @@ public final class GranaryStore: @unchecked Sendable {
     let dirtyDirectory: String
     /// Slots for the dirty bytes of small chunks (one shared cache file).
     let slab: ChunkSlab
-    /// Deletes the files of dropped dirty chunks off the FUSE threads.
+    /// Deletes the files of dropped dirty chunks and evicted clean ones
+    /// off the FUSE threads (shared with `cleanCache`).
     let reaper: CacheFileReaper
     let cacheSpace = FreeSpaceGauge()
     let readActivity = ReadActivity()
