@@ -45,7 +45,7 @@ public struct DHTContact: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Decodes a contact, checking that the claimed ID is BLAKE2b(key), that
-    /// the key carries the proof of work, and that the port is usable.
+    /// the key carries the proof of work, and that the address is usable.
     public init(_ proto: Granary_DhtContact, difficulty: Int) throws(DHTError) {
         guard let key = NodePublicKey(bytes: [UInt8](proto.publicKey)) else {
             throw .malformed("contact public key is not 32 bytes")
@@ -54,10 +54,14 @@ public struct DHTContact: Hashable, Sendable, CustomStringConvertible {
             throw .idDoesNotMatchKey
         }
         do { try key.validate(difficulty: difficulty) } catch { throw .identity(error) }
-        guard (1...65535).contains(proto.port), !proto.host.isEmpty, proto.host.utf8.count <= 255 else {
-            throw .malformed("contact address \(proto.host):\(proto.port) is not usable")
+        // Unspecified is allowed: the receiver of a datagram substitutes the
+        // address it came from (a node that found no route to advertise).
+        let address = DHTAddress(host: proto.host, port: Int(proto.port) & 0xFFFF)
+        guard (1...65535).contains(proto.port), !proto.host.isEmpty, proto.host.utf8.count <= 255,
+              address.isUnicastLiteral || address.isUnspecified else {
+            throw .malformed("contact address \(proto.host):\(proto.port) is not a usable unicast IP address")
         }
-        self.init(publicKey: key, address: DHTAddress(host: proto.host, port: Int(proto.port)))
+        self.init(publicKey: key, address: address)
     }
 
     public var proto: Granary_DhtContact {

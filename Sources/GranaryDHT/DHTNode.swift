@@ -98,6 +98,15 @@ public actor DHTNode {
            let source = DHTAddress.localSource(toward: seed) {
             address.host = source
         }
+        // Peers accept IP literals only: a name given to --listen or
+        // --advertise is advertised as what it resolves to now.
+        if !address.isUnspecified && !address.isUnicastLiteral {
+            guard let numeric = DHTAddress.numericHost(for: address.host),
+                  DHTAddress(host: numeric, port: address.port).isUnicastLiteral else {
+                throw .transport("cannot advertise \(address): it is not a unicast IP address and does not resolve to one")
+            }
+            address.host = numeric
+        }
         self.contact = DHTContact(publicKey: identity.publicKey, address: address)
         self.replayGuard = ReplayGuard(windowMs: configuration.maxClockSkewSeconds * 1000)
         var logger = Logger(label: "granary.dht")
@@ -135,6 +144,55 @@ public actor DHTNode {
             throw error
         }
         return node
+    }
+
+    /// `start`, for a daemon (a farmer, a seed): when no bootstrap node
+    /// answers, the node serves anyway and keeps trying in the background,
+    /// with backoff up to `retryLimit`, instead of failing. A farmer whose
+    /// seed is restarting, cut off or losing packets then joins when it can,
+    /// and serves its contracts meanwhile. The join task ends with `stop`.
+    public static func startServing(identity: NodeIdentity, listen: DHTAddress, advertise: DHTAddress? = nil,
+                                    bootstrap: [DHTAddress], statePath: String? = nil,
+                                    configuration: DHTConfiguration = DHTConfiguration(),
+                                    retryLimit: Duration = .seconds(30)) async throws -> DHTNode {
+        let transport = try await UDPTransport.bind(host: listen.host, port: listen.port)
+        let node: DHTNode
+        do {
+            node = try DHTNode(identity: identity, transport: transport, advertise: advertise,
+                               seeds: bootstrap, configuration: configuration, statePath: statePath)
+        } catch {
+            await transport.close()
+            throw error
+        }
+        await node.start()
+        do { try await node.bootstrap(bootstrap) } catch {
+            await node.keepJoining(bootstrap, firstError: error, retryLimit: retryLimit)
+        }
+        return node
+    }
+
+    private func keepJoining(_ seeds: [DHTAddress], firstError: DHTError, retryLimit: Duration) {
+        let first = Duration.milliseconds(500)
+        logger.notice("cannot join the DHT yet: \(firstError); serving meanwhile and retrying in the background")
+        loops.append(Task { [weak self] in
+            var delay = first, attempts = 1
+            while !Task.isCancelled {
+                try? await Task.sleep(for: delay)
+                guard let self, !Task.isCancelled else { return }
+                attempts += 1
+                do {
+                    try await self.bootstrap(seeds)
+                    self.logger.notice("joined the DHT after \(attempts) attempts")
+                    return
+                } catch {
+                    delay = min(delay * 2, retryLimit)
+                    // Every attempt at first, then one line in ten.
+                    if attempts <= 5 || attempts % 10 == 0 {
+                        self.logger.notice("cannot join the DHT yet (attempt \(attempts)): \(error); retrying in \(delay)")
+                    }
+                }
+            }
+        })
     }
 
     /// Installs the receiver and starts the periodic work (bucket refresh,

@@ -5,6 +5,36 @@ extension DHTAddress {
     /// address" and is no use to a node on another host.
     public var isUnspecified: Bool { host.isEmpty || DHTNode.unspecifiedHosts.contains(host) }
 
+    /// True for an IP literal one datagram reaches one node at: not a name
+    /// (every send to it would be a DNS lookup, made by whoever a peer
+    /// names it to), and not unspecified, broadcast or multicast. What
+    /// peers advertise must be such an address.
+    public var isUnicastLiteral: Bool {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 {
+            let a = UInt32(bigEndian: v4.s_addr)
+            return a != 0 && a != 0xFFFF_FFFF && a >> 28 != 0xE
+        }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, host, &v6) == 1 else { return false }
+        return withUnsafeBytes(of: &v6) { $0.contains { $0 != 0 } && $0[0] != 0xFF }
+    }
+
+    /// The first numeric address `host` resolves to (itself when it is
+    /// one already); nil when it does not resolve.
+    public static func numericHost(for host: String) -> String? {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &list) == 0, let ai = list else { return nil }
+        defer { freeaddrinfo(list) }
+        var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        guard getnameinfo(ai.pointee.ai_addr, ai.pointee.ai_addrlen, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 else {
+            return nil
+        }
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// The local address the kernel sends from toward `destination`: a
     /// connected UDP socket is asked (nothing is sent). A node bound to a
     /// wildcard address advertises this one, so that farmers on other hosts

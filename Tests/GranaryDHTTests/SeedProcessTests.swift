@@ -70,4 +70,28 @@ import Testing
         await net.stopAll()
         await fresh.stop()
     }
+
+    /// A node whose bootstrap node does not answer (not started yet,
+    /// restarting, cut off, its packets lost) serves anyway and keeps
+    /// trying: it used to exit with "no bootstrap node answered", so a
+    /// farmer host that came up before its seed stayed out for good.
+    @Test(.timeLimit(.minutes(2))) func aNodeStartedBeforeItsBootstrapNodeJoinsOnceThatAnswers() async throws {
+        // A free port, released: the first seed will listen there later.
+        let reserved = try await UDPTransport.bind(host: "127.0.0.1", port: 0)
+        let port = reserved.localAddress.port
+        await reserved.close()
+        let early = try startSeed(bootstrap: DHTAddress(host: "127.0.0.1", port: port))
+        defer { early.process.kill() }
+        try await Task.sleep(for: .seconds(2))
+        #expect(early.process.isRunning, "the node waits for its bootstrap node instead of exiting")
+        let first = try ChildProcess.granary(["seed", "--listen", "127.0.0.1:\(port)"], name: "seed", environment: Self.env)
+        defer { first.kill() }
+        _ = try first.waitForLine(timeout: 30) { $0.hasPrefix("granary seed listening ") }
+        let net = try await LocalDHTNetwork.start(count: 1, configuration: testConfiguration())
+        let probe = net.nodes[0]
+        try await probe.bootstrap([DHTAddress(host: "127.0.0.1", port: port)])
+        let joined = await eventually(.seconds(40)) { await probe.findNode(early.id).contact?.id == early.id }
+        #expect(joined, "the early node joined once its bootstrap node answered: \(early.process.output)")
+        await net.stopAll()
+    }
 }

@@ -77,7 +77,7 @@ struct FarmCommand: AsyncParsableCommand {
 
         // The farmer's DHT node: it finds renters' offers (pub/sub) and bids
         // on those its policy accepts, advertising its transfer address.
-        let dht = try await DHTNode.start(identity: identity, listen: dhtAddress, bootstrap: seeds,
+        let dht = try await DHTNode.startServing(identity: identity, listen: dhtAddress, bootstrap: seeds,
                                           statePath: storage, configuration: dhtConfiguration)
         let transfer = advertised ?? (farmer.host, farmer.port)
         let bids = BidAgent(node: dht, policy: BidPolicy(minPricePerAudit: minPrice, capacityBytes: bytes, maxDurationSeconds: maxDuration),

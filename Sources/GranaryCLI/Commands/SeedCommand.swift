@@ -48,7 +48,7 @@ struct SeedCommand: AsyncParsableCommand {
             identity = NodeIdentity.generate(difficulty: difficulty)
         }
         let signals = SignalWaiter([SIGINT, SIGTERM])
-        let node = try await DHTNode.start(identity: identity, listen: listenAddress, advertise: advertised,
+        let node = try await DHTNode.startServing(identity: identity, listen: listenAddress, advertise: advertised,
                                            bootstrap: seeds, statePath: state, configuration: configuration)
         let bound = node.localAddress
         // The one stdout line scripts and tests wait for, written unbuffered.
