@@ -30,10 +30,11 @@ public struct ContractMarket: Sendable {
     /// Publishes `offer`, collects bids for `window`, and returns the
     /// acceptable ones (price within the offer, enough free capacity, one
     /// per farmer: its lowest price) ranked best first by `rank`.
-    public func requestBids(_ offer: ContractOffer, window: Duration) async -> [Bid] {
+    /// `widening`: see `DHTNode.publish`.
+    public func requestBids(_ offer: ContractOffer, window: Duration, widening: Int = 0) async -> [Bid] {
         let box = BidBox(limit: maxBidsPerOffer)
         await node.openBidCollection(offerID: offer.offerID) { bid in box.add(bid) }
-        await node.publish(offer)
+        await node.publish(offer, widening: widening)
         try? await Task.sleep(for: window)
         await node.closeBidCollection(offerID: offer.offerID)
         let acceptable = box.bids.filter {
@@ -48,8 +49,8 @@ public struct ContractMarket: Sendable {
     }
 
     /// Convenience: makes an offer for `terms`, valid for the window, and collects bids.
-    public func requestBids(_ terms: OfferTerms, window: Duration) async throws(DHTError) -> [Bid] {
-        await requestBids(try makeOffer(terms, validFor: window + .seconds(5)), window: window)
+    public func requestBids(_ terms: OfferTerms, window: Duration, widening: Int = 0) async throws(DHTError) -> [Bid] {
+        await requestBids(try makeOffer(terms, validFor: window + .seconds(5)), window: window, widening: widening)
     }
 
     /// Ranks bids best first by score = reputation − price / maxPrice
@@ -158,13 +159,18 @@ public actor BidAgent {
     func consider(_ offer: ContractOffer) async {
         offersSeen += 1
         let free = freeBytes()
-        guard offer.expiresAt > Date(), policy.accepts(offer.terms, freeBytes: free), offer.renterID != node.id else { return }
+        guard offer.expiresAt > Date(), policy.accepts(offer.terms, freeBytes: free), offer.renterID != node.id else {
+            logger.debug("offer \(offer.offerID.short) from \(offer.renter): not bidding (expired, own, or outside the policy)")
+            return
+        }
         do {
             let contact = node.contact
             let bid = try Bid(offerID: offer.offerID, farmer: node.identity, contact: contact,
                               transferHost: transferHost, transferPort: transferPort,
                               pricePerAudit: policy.minPricePerAudit, freeCapacityBytes: free)
-            if await node.sendBid(bid, to: offer.renter) { bidsAccepted += 1 }
+            let acknowledged = await node.sendBid(bid, to: offer.renter)
+            if acknowledged { bidsAccepted += 1 }
+            logger.debug("offer \(offer.offerID.short) from \(offer.renter): bid \(acknowledged ? "acknowledged" : "not acknowledged")")
         } catch {
             logger.warning("cannot bid on offer \(offer.offerID.short): \(error)")
         }

@@ -3,6 +3,7 @@ import GranaryContracts
 import GranaryCore
 import GranaryDHT
 import Logging
+import Synchronization
 
 /// Contracts from the DHT market: publish a signed offer, collect bids for
 /// a bounded window (ranked by price and by the renter's reputation of each
@@ -15,6 +16,9 @@ public final class MarketContractSource: ContractSource {
     let window: Duration
     let reputation: @Sendable (Hash256) -> Double
     private let log = Logger(label: "granary.renter")
+    /// Consecutive market rounds that drew fewer bids than contracts wanted.
+    private let shortRounds = Mutex(0)
+    static let wideningContacts = 16
 
     public init(node: DHTNode, link: TransferFarmerLink, identity: NodeIdentity, window: Duration = .seconds(2),
                 reputation: @escaping @Sendable (Hash256) -> Double = { _ in 0.5 }) {
@@ -28,8 +32,12 @@ public final class MarketContractSource: ContractSource {
         // allowance bid too; each contract then gets what its farmer has.
         let offer = OfferTerms(allowanceBytes: UInt64(terms.minimumAllowance), durationSeconds: UInt64(terms.duration),
                                maxPricePerAudit: terms.maxPricePerAudit, auditIntervalSeconds: UInt64(max(1, terms.auditInterval)))
-        let bids = try await market.requestBids(offer, window: window).filter { !excluding.contains($0.farmerID) }
-        log.info("market: \(bids.count) acceptable bids for \(count) contracts")
+        // After a round that drew too few bids, the offer also goes to
+        // random nodes beyond the pub/sub neighbours (see DHTNode.publish).
+        let widening = shortRounds.withLock { $0 } > 0 ? Self.wideningContacts : 0
+        let bids = try await market.requestBids(offer, window: window, widening: widening).filter { !excluding.contains($0.farmerID) }
+        shortRounds.withLock { $0 = bids.count < count ? $0 + 1 : 0 }
+        log.info("market: \(bids.count) acceptable bids for \(count) contracts\(widening > 0 ? " (offer also sent to \(widening) random nodes)" : "")")
         let chosen = Array(bids.prefix(count + 2))  // a couple extra: some may refuse to sign
         let now = UInt64(Date().timeIntervalSince1970)
         let identity = self.identity

@@ -55,4 +55,29 @@ import Testing
         for a in agents { await a.stop() }
         await net.stopAll()
     }
+
+    /// After a short round the market widens the next offer to random
+    /// routing-table contacts: here pub/sub has no neighbours at all (degree
+    /// 0), as when lost filter exchanges cut farmers off, and only the
+    /// widened offer reaches them.
+    @Test(.timeLimit(.minutes(1))) func aWidenedOfferReachesFarmersPubSubDoesNot() async throws {
+        var configuration = testConfiguration()
+        configuration.pubsubDegree = 0
+        let net = try await LocalDHTNetwork.start(count: 6, configuration: configuration)
+        var agents: [BidAgent] = []
+        for (i, node) in net.nodes.dropFirst().enumerated() {
+            let agent = BidAgent(node: node, policy: BidPolicy(minPricePerAudit: 1, capacityBytes: 100 << 30, maxDurationSeconds: 365 * 86_400),
+                                 transferHost: "127.0.0.1", transferPort: 7200 + i)
+            await agent.start()
+            agents.append(agent)
+        }
+        let market = ContractMarket(node: net.nodes[0])
+        let terms = OfferTerms(allowanceBytes: 1 << 30, durationSeconds: 30 * 86_400, maxPricePerAudit: 100, auditIntervalSeconds: 3600)
+        let plain = try await market.requestBids(terms, window: .milliseconds(500))
+        #expect(plain.isEmpty, "without pub/sub neighbours the offer reaches nobody")
+        let widened = try await market.requestBids(terms, window: .seconds(2), widening: 16)
+        #expect(Set(widened.map(\.farmerID)) == Set(net.nodes.dropFirst().map(\.id)), "every farmer in the renter's table bids")
+        for a in agents { await a.stop() }
+        await net.stopAll()
+    }
 }
