@@ -430,18 +430,28 @@ public actor DHTNode {
         }
     }
 
+    /// A request to `c` timed out. One lost datagram is not a dead node:
+    /// removing a contact (and a pub/sub neighbour with the routes its
+    /// filter showed) at its first timeout emptied routing tables on a
+    /// network losing 10% of packets each way, where a round trip fails
+    /// one time in three: records went to no node and farmers got no
+    /// offers. A contact leaves the table after `failuresBeforeRemoval`
+    /// timeouts in a row, a neighbour once lookups skip it (two).
     func contactFailed(_ c: DHTContact) {
-        recentlyFailed[c.id] = ((recentlyFailed[c.id]?.failures ?? 0) + 1, .now)
+        let failures = (recentlyFailed[c.id]?.failures ?? 0) + 1
+        recentlyFailed[c.id] = (failures, .now)
         if recentlyFailed.count > 4 * configuration.k {
             let start = failureMemoryStart
             recentlyFailed = recentlyFailed.filter { $0.value.last > start }
         }
-        if table.contains(c.id) {
+        if failures >= Self.failuresBeforeRemoval, table.contains(c.id) {
             table.remove(c.id)
             tableDirty = true
         }
-        if neighbours[c.id] != nil { neighbours[c.id] = nil }
+        if failures >= 2, neighbours[c.id] != nil { neighbours[c.id] = nil }
     }
+
+    static let failuresBeforeRemoval = 3
 
     // MARK: sending
 
