@@ -50,7 +50,9 @@ public struct SnapshotSummary: Sendable, CustomStringConvertible {
 
     public var description: String {
         if unchanged { return "metadata snapshot \(sequence) is current (nothing changed)" }
-        return "metadata snapshot \(sequence) stored: \(bytes) bytes in \(segments) segment(s) on \(farmers) farmers, pointer on \(pointerReplicas) DHT nodes"
+        let pointer = pointerReplicas > 0 ? "pointer on \(pointerReplicas) DHT nodes"
+            : "pointer not published yet (no DHT node answered; retried at the next check): `granary restore` cannot find this snapshot until then"
+        return "metadata snapshot \(sequence) stored: \(bytes) bytes in \(segments) segment(s) on \(farmers) farmers, \(pointer)"
     }
 }
 
@@ -289,7 +291,9 @@ public actor MetadataBackup {
         do {
             let n = try await node.putRecord(key: MetadataPointer.recordKey, value: MetadataPointer(entries: entries).encoded(),
                                              sequence: nextRecordSequence(), ttl: ttl, signedBy: signer)
-            lastSigned = Date()
+            // A pointer no node took counts as not signed: the next check
+            // (every `interval`, or the next flush) tries again.
+            if n > 0 { lastSigned = Date() } else { log.warning("metadata pointer reached no DHT node; trying again at the next check") }
             lastReplicas = n
             return n
         } catch {
