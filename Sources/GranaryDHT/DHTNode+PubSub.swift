@@ -241,7 +241,7 @@ extension DHTNode {
         let delay = maxDelay * Double.random(in: 0...1)
         Task {
             try? await Task.sleep(for: delay)
-            await self.forwardHeld(pubID, offer, hopsLeft: hops, budget: budget, covered: covered, from: sender.id)
+            self.forwardHeld(pubID, offer, hopsLeft: hops, budget: budget, covered: covered, from: sender.id)
         }
     }
 

@@ -127,16 +127,8 @@ public actor DHTNode {
     public static func start(identity: NodeIdentity, listen: DHTAddress, advertise: DHTAddress? = nil,
                              bootstrap: [DHTAddress] = [], statePath: String? = nil,
                              configuration: DHTConfiguration = DHTConfiguration()) async throws -> DHTNode {
-        let transport = try await UDPTransport.bind(host: listen.host, port: listen.port)
-        let node: DHTNode
-        do {
-            node = try DHTNode(identity: identity, transport: transport, advertise: advertise,
-                               seeds: bootstrap, configuration: configuration, statePath: statePath)
-        } catch {
-            await transport.close()
-            throw error
-        }
-        await node.start()
+        let node = try await bindAndStart(identity: identity, listen: listen, advertise: advertise, seeds: bootstrap,
+                                          statePath: statePath, configuration: configuration)
         do {
             try await node.bootstrap(bootstrap)
         } catch {
@@ -155,19 +147,27 @@ public actor DHTNode {
                                     bootstrap: [DHTAddress], statePath: String? = nil,
                                     configuration: DHTConfiguration = DHTConfiguration(),
                                     retryLimit: Duration = .seconds(30)) async throws -> DHTNode {
+        let node = try await bindAndStart(identity: identity, listen: listen, advertise: advertise, seeds: bootstrap,
+                                          statePath: statePath, configuration: configuration)
+        do { try await node.bootstrap(bootstrap) } catch {
+            await node.keepJoining(bootstrap, firstError: error, retryLimit: retryLimit)
+        }
+        return node
+    }
+
+    /// A node on a new UDP socket, started (its saved table loaded), not joined.
+    private static func bindAndStart(identity: NodeIdentity, listen: DHTAddress, advertise: DHTAddress?, seeds: [DHTAddress],
+                                     statePath: String?, configuration: DHTConfiguration) async throws -> DHTNode {
         let transport = try await UDPTransport.bind(host: listen.host, port: listen.port)
         let node: DHTNode
         do {
             node = try DHTNode(identity: identity, transport: transport, advertise: advertise,
-                               seeds: bootstrap, configuration: configuration, statePath: statePath)
+                               seeds: seeds, configuration: configuration, statePath: statePath)
         } catch {
             await transport.close()
             throw error
         }
         await node.start()
-        do { try await node.bootstrap(bootstrap) } catch {
-            await node.keepJoining(bootstrap, firstError: error, retryLimit: retryLimit)
-        }
         return node
     }
 
