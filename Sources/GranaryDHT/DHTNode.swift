@@ -101,7 +101,7 @@ public actor DHTNode {
         // Peers accept IP literals only: a name given to --listen or
         // --advertise is advertised as what it resolves to now.
         if !address.isUnspecified && !address.isUnicastLiteral {
-            guard let numeric = DHTAddress.numericHost(for: address.host),
+            guard let numeric = DHTAddress.numericHost(for: address.host, sameFamilyAs: transport.localAddress.host),
                   DHTAddress(host: numeric, port: address.port).isUnicastLiteral else {
                 throw .transport("cannot advertise \(address): it is not a unicast IP address and does not resolve to one")
             }

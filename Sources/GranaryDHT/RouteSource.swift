@@ -21,10 +21,17 @@ extension DHTAddress {
     }
 
     /// The first numeric address `host` resolves to (itself when it is
-    /// one already); nil when it does not resolve.
-    public static func numericHost(for host: String) -> String? {
+    /// one already), of the same family as `sameFamilyAs` when that is an
+    /// IP literal (a node bound to IPv4 must not advertise an IPv6 address
+    /// its socket cannot answer from); nil when it does not resolve.
+    public static func numericHost(for host: String, sameFamilyAs reference: String? = nil) -> String? {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        if let reference {
+            var v4 = in_addr(), v6 = in6_addr()
+            if inet_pton(AF_INET, reference, &v4) == 1 { hints.ai_family = AF_INET }
+            else if inet_pton(AF_INET6, reference, &v6) == 1 { hints.ai_family = AF_INET6 }
+        }
         var list: UnsafeMutablePointer<addrinfo>?
         guard getaddrinfo(host, nil, &hints, &list) == 0, let ai = list else { return nil }
         defer { freeaddrinfo(list) }
