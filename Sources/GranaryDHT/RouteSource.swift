@@ -35,10 +35,13 @@ extension DHTAddress {
         var list: UnsafeMutablePointer<addrinfo>?
         guard getaddrinfo(host, nil, &hints, &list) == 0, let ai = list else { return nil }
         defer { freeaddrinfo(list) }
+        return numericText(ai.pointee.ai_addr, ai.pointee.ai_addrlen)
+    }
+
+    /// A socket address as numeric text ("10.0.0.7", "::1"); nil on failure.
+    private static func numericText(_ address: UnsafePointer<sockaddr>, _ length: socklen_t) -> String? {
         var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-        guard getnameinfo(ai.pointee.ai_addr, ai.pointee.ai_addrlen, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 else {
-            return nil
-        }
+        guard getnameinfo(address, length, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 else { return nil }
         return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
@@ -64,14 +67,11 @@ extension DHTAddress {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
         guard named == 0 else { return nil }
-        var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-        let ok = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                getnameinfo($0, length, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST)
-            }
+        let text = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { numericText($0, length) }
         }
-        guard ok == 0 else { return nil }
-        let source = DHTAddress(host: String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), port: 0)
+        guard let text else { return nil }
+        let source = DHTAddress(host: text, port: 0)
         return source.isUnspecified ? nil : source.host
     }
 }

@@ -85,6 +85,32 @@ final class NetworkHosts: @unchecked Sendable {
 @Suite(.serialized) struct MultiHostTests {
     static let environment = ["GRANARY_POW_BITS": "4"]
 
+    /// The seed on host 0 and a farmer on each of hosts 1...8, all
+    /// listening; each goes into `network` as it starts, for the caller's
+    /// cleanup even when a later one fails.
+    static func startSeedAndFarmers(on hosts: NetworkHosts, in dir: TemporaryDirectory, seed seedAddress: String,
+                                    into network: inout [ChildProcess]) throws {
+        let seed = try hosts.granary(on: 0, ["seed", "--listen", seedAddress, "--state", dir.sub("seed")], name: "seed",
+                                     environment: environment)
+        network.append(seed)
+        _ = try seed.waitForLine(timeout: 30) { $0.contains("listening") }
+        for i in 1...8 {
+            network.append(try hosts.granary(on: i, ["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "2G",
+                                                     "--listen", "\(hosts.address(i)):0", "--bootstrap", seedAddress],
+                                             name: "farmer\(i)", environment: environment))
+        }
+        for f in network.dropFirst() { _ = try f.waitForLine(timeout: 60) { $0.contains("listening") } }
+    }
+
+    /// The mount on this host, joined through the seed, once it is ready.
+    static func startMount(_ mnt: String, state: String, seed seedAddress: String, readTimeout: Int) throws -> ChildProcess {
+        let m = try ChildProcess.granary(["mount", mnt, "--state", state, "--bootstrap", seedAddress,
+                                          "--upload-idle", "1", "--read-timeout", "\(readTimeout)", "--plain-key"],
+                                         name: "granary-mount", environment: environment)
+        _ = try m.waitForLine(timeout: 30) { $0.hasPrefix("granary mount ready at") }
+        return m
+    }
+
     @Test(.timeLimit(.minutes(6)))
     func contractsFormAcrossHostsAndReadsSurviveAPartition() throws {
         try FuseEnvironment.require()
@@ -101,23 +127,9 @@ final class NetworkHosts: @unchecked Sendable {
             Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
             hosts.remove()
         }
-        let seed = try hosts.granary(on: 0, ["seed", "--listen", seedAddress, "--state", dir.sub("seed")], name: "seed",
-                                     environment: Self.environment)
-        network.append(seed)
-        _ = try seed.waitForLine(timeout: 30) { $0.contains("listening") }
-        for i in 1...8 {
-            network.append(try hosts.granary(on: i, ["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "2G",
-                                                     "--listen", "\(hosts.address(i)):0", "--bootstrap", seedAddress],
-                                             name: "farmer\(i)", environment: Self.environment))
-        }
-        for f in network.dropFirst() { _ = try f.waitForLine(timeout: 60) { $0.contains("listening") } }
-
+        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &network)
         func startMount() throws -> ChildProcess {
-            let m = try ChildProcess.granary(["mount", mnt, "--state", state, "--bootstrap", seedAddress,
-                                              "--upload-idle", "1", "--read-timeout", "20", "--plain-key"],
-                                             name: "granary-mount", environment: Self.environment)
-            _ = try m.waitForLine(timeout: 30) { $0.hasPrefix("granary mount ready at") }
-            return m
+            try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 20)
         }
         mount = try startMount()
         let write = Shell.run("""
@@ -184,21 +196,9 @@ final class NetworkHosts: @unchecked Sendable {
             Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
             hosts.remove()
         }
-        network.append(try hosts.granary(on: 0, ["seed", "--listen", seedAddress, "--state", dir.sub("seed")], name: "seed",
-                                         environment: Self.environment))
-        _ = try network[0].waitForLine(timeout: 30) { $0.contains("listening") }
-        for i in 1...8 {
-            network.append(try hosts.granary(on: i, ["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "2G",
-                                                     "--listen", "\(hosts.address(i)):0", "--bootstrap", seedAddress],
-                                             name: "farmer\(i)", environment: Self.environment))
-        }
-        for f in network.dropFirst() { _ = try f.waitForLine(timeout: 60) { $0.contains("listening") } }
+        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &network)
         func startMount() throws -> ChildProcess {
-            let m = try ChildProcess.granary(["mount", mnt, "--state", state, "--bootstrap", seedAddress,
-                                              "--upload-idle", "1", "--read-timeout", "60", "--plain-key"],
-                                             name: "granary-mount", environment: Self.environment)
-            _ = try m.waitForLine(timeout: 30) { $0.hasPrefix("granary mount ready at") }
-            return m
+            try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
         }
         mount = try startMount()
         let write = Shell.run("""
