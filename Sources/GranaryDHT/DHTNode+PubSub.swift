@@ -184,13 +184,8 @@ extension DHTNode {
         guard widening > 0 else { return sent }
         let others = table.allContacts.filter { neighbours[$0.id] == nil && $0.id != offer.renterID }.shuffled().prefix(widening)
         for c in others {
-            var p = Granary_DhtPublish()
-            p.offer = offer.envelope
-            p.hopsLeft = UInt32(max(1, configuration.publishHopLimit - 1))
-            p.levelBudget = -1
-            p.covered = [Self.prefix64(id), Self.prefix64(c.id)]
-            counters.update { $0.publishSent += 1; $0.publishWalkSent += 1 }
-            send(makeDatagram(request: 0, .publish(p)), to: c.address)
+            sendPublish(offer, to: c, hopsLeft: max(1, configuration.publishHopLimit - 1), budget: -1,
+                        covered: [Self.prefix64(id), Self.prefix64(c.id)], walking: true)
             sent += 1
         }
         return sent
@@ -299,14 +294,22 @@ extension DHTNode {
         for (c, _) in selected { newCovered.append(Self.prefix64(c.id)) }
         if newCovered.count > 128 { newCovered.removeFirst(newCovered.count - 128) }
         for (c, level) in selected {
-            var p = Granary_DhtPublish()
-            p.offer = offer.envelope
-            p.hopsLeft = UInt32(hops)
-            p.levelBudget = Int32(level.map { max(0, $0 - 1) } ?? -1)
-            p.covered = newCovered
-            counters.update { $0.publishSent += 1; if level == nil { $0.publishWalkSent += 1 } }
-            send(makeDatagram(request: 0, .publish(p)), to: c.address)
+            sendPublish(offer, to: c, hopsLeft: hops, budget: level.map { max(0, $0 - 1) } ?? -1,
+                        covered: newCovered, walking: level == nil)
         }
         return selected.count
+    }
+
+    /// One PUBLISH datagram; `walking` counts it as a random-walk copy
+    /// rather than one that follows a filter gradient.
+    private func sendPublish(_ offer: ContractOffer, to c: DHTContact, hopsLeft: Int, budget: Int,
+                             covered: [UInt64], walking: Bool) {
+        var p = Granary_DhtPublish()
+        p.offer = offer.envelope
+        p.hopsLeft = UInt32(hopsLeft)
+        p.levelBudget = Int32(budget)
+        p.covered = covered
+        counters.update { $0.publishSent += 1; if walking { $0.publishWalkSent += 1 } }
+        send(makeDatagram(request: 0, .publish(p)), to: c.address)
     }
 }

@@ -400,18 +400,7 @@ extension GranaryStore {
             let idx = pos / chunkSize
             let within = pos % chunkSize
             let n = min(chunkSize - within, data.count - done)
-            let d = try dirtyChunk(f, idx, reaching: within + n)
-            guard pwriteFull(d.fd, data.baseAddress! + done, n, d.origin + within) else {
-                let e = errno
-                log.error("write to cache file of inode \(ino) failed: \(String(cString: strerror(e)))")
-                throw e == ENOSPC ? .noSpace : .io
-            }
-            if d.base != nil { d.ranges.insert(within, within + n); f.changed.insert(idx) }
-            d.touch()
-            // A chunk file written up to its end (a sequential writer moving
-            // on) starts going to disk now: the fsync that follows a large
-            // copy then waits for the last chunks only, not for all of them.
-            if within + n == chunkSize && d.slot == nil { FileSync.startWriteback(d.fd, offset: 0, length: chunkSize) }
+            try write(f, idx, at: within, data.baseAddress! + done, count: n)
             done += n
         }
         let now = wallClockNanos()
@@ -428,6 +417,23 @@ extension GranaryStore {
         }
         metaLock.unlock()
         return (data.count, modeChanged)
+    }
+
+    /// Writes `count` bytes into chunk `idx` at `within` (f.lock held).
+    @inline(__always)
+    private func write(_ f: FileData, _ idx: Int, at within: Int, _ bytes: UnsafeRawPointer, count n: Int) throws(FSError) {
+        let d = try dirtyChunk(f, idx, reaching: within + n)
+        guard pwriteFull(d.fd, bytes, n, d.origin + within) else {
+            let e = errno
+            log.error("write to cache file of inode \(f.ino) failed: \(String(cString: strerror(e)))")
+            throw e == ENOSPC ? .noSpace : .io
+        }
+        if d.base != nil { d.ranges.insert(within, within + n); f.changed.insert(idx) }
+        d.touch()
+        // A chunk file written up to its end (a sequential writer moving
+        // on) starts going to disk now: the fsync that follows a large
+        // copy then waits for the last chunks only, not for all of them.
+        if within + n == chunkSize && d.slot == nil { FileSync.startWriteback(d.fd, offset: 0, length: chunkSize) }
     }
 
     // MARK: truncate, allocate, sync
@@ -471,12 +477,21 @@ extension GranaryStore {
         for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
     }
 
-    public static let fallocKeepSize: Int32 = 1
+    /// FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE.
+    public static let fallocKeepSize: Int32 = 0x01, fallocPunchHole: Int32 = 0x02, fallocZeroRange: Int32 = 0x10
 
+    /// Mode 0 and KEEP_SIZE reserve nothing (space is checked, not held:
+    /// cache files are sparse); PUNCH_HOLE and ZERO_RANGE zero the range.
+    /// COLLAPSE_RANGE and INSERT_RANGE are refused (EOPNOTSUPP), as on
+    /// most file systems but ext4 and XFS.
     public func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws(FSError) {
         guard let f = fileData(ino) else { throw .notSupported }
-        if mode & ~Self.fallocKeepSize != 0 { throw .notSupported }
+        if mode & ~(Self.fallocKeepSize | Self.fallocPunchHole | Self.fallocZeroRange) != 0 { throw .notSupported }
         if length == 0 { throw .invalid }
+        if offset + length > UInt64(Int64.max) { throw FSError(EFBIG) }
+        if mode & (Self.fallocPunchHole | Self.fallocZeroRange) != 0 {
+            return try zero(f, offset: offset, length: length, keepSize: mode & Self.fallocKeepSize != 0)
+        }
         try checkCacheSpace()
         if mode & Self.fallocKeepSize != 0 { return }
         f.lock.lock()
@@ -488,6 +503,53 @@ extension GranaryStore {
             needsPersist.insert(ino)
         }
         metaLock.unlock()
+    }
+
+    /// Makes `length` bytes at `offset` read as zeros (punch hole, zero
+    /// range): chunks the range covers within the file go, as a truncate
+    /// drops them, and the partly covered ones at its ends get zeros
+    /// written. Without `keepSize` the file grows to the range's end.
+    private func zero(_ f: FileData, offset: UInt64, length: UInt64, keepSize: Bool) throws(FSError) {
+        f.lock.lock()
+        defer { f.lock.unlock() }
+        if f.freed { throw .notFound }
+        metaLock.lock()
+        let size = inodes[f.ino]?.attr.size ?? 0
+        metaLock.unlock()
+        let start = Int(offset), end = Int(min(offset + length, size))  // bytes past the size are zeros already
+        var dropped: [(Int, DirtyChunk)] = []
+        var pos = start
+        var zeros: UnsafeMutableRawPointer?
+        defer { zeros.map { free($0) } }
+        while pos < end {
+            let idx = pos / chunkSize, within = pos % chunkSize
+            let n = min(chunkSize - within, end - pos)
+            let chunkEnd = min(idx * chunkSize + chunkSize, Int(size))
+            if f.chunks[idx] == nil {
+                // A hole already.
+            } else if within == 0 && pos + n >= chunkEnd {
+                if case let .dirty(d)? = f.chunks[idx] { dropped.append((idx, d)) }
+                f.closeCleanFD(idx)
+                f.chunks[idx] = nil
+                f.changed.insert(idx)
+            } else {
+                if zeros == nil { zeros = calloc(1, chunkSize) }
+                guard let z = zeros else { throw .noSpace }
+                try write(f, idx, at: within, z, count: n)
+            }
+            pos += n
+        }
+        let now = wallClockNanos()
+        metaLock.lock()
+        if let rec = inodes[f.ino] {
+            if !keepSize && offset + length > rec.attr.size { rec.attr.size = offset + length }
+            rec.attr.mtime = now
+            rec.attr.ctime = now
+        }
+        needsPersist.insert(f.ino)
+        metaLock.unlock()
+        persistLocked(f)
+        for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
     }
 
     /// fsync: returns once the file's data and metadata are durable on the

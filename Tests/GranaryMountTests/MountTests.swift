@@ -384,6 +384,37 @@ if open(path, "rb").read() != bytes((i * seed + i // 4096) % 256 for i in range(
         #expect(r.status != 0 && r.output.contains("Input/output error"), "read without segments should fail with EIO: \(r.output)")
     }
 
+    /// Punch hole and zero range (what `fallocate --punch-hole`, qemu's
+    /// discard and databases use) read as zeros: on dirty chunks, on
+    /// uploaded ones whose bytes are not in the cache, and after a flush
+    /// with the cache wiped.
+    @Test(.timeLimit(.minutes(3)))
+    func punchedAndZeroedRangesReadAsZerosBeforeAndAfterUpload() throws {
+        let m = try MountFixture(uploadIdle: 600)
+        defer { m.stop() }
+        let ref = m.dir.sub("ref")
+        let bin = try GranaryBinary.require()
+        func cycleThroughSegments() throws {
+            expectOK(Shell.run("'\(bin)' flush --state '\(m.state)'", timeout: 60), "flush")
+            m.stop()
+            expectOK(Shell.run("rm -rf '\(m.state)/cache/clean'/* '\(m.state)/cache/slab-clean'"), "wipe the clean cache")
+            try m.start(uploadIdle: 600)
+        }
+        expectOK(Shell.run("""
+            head -c 14000000 /dev/urandom > '\(ref)/uploaded' && cp '\(ref)/uploaded' '\(m.path("uploaded"))' \
+            && head -c 9000000 /dev/urandom > '\(ref)/small-base' && cp '\(ref)/small-base' '\(m.path("small-base"))'
+            """), "write")
+        try cycleThroughSegments()
+        expectOK(Shell.run("""
+            head -c 15000000 /dev/urandom > '\(ref)/dirty' && cp '\(ref)/dirty' '\(m.path("dirty"))'
+            """), "write a dirty file")
+        expectOK(Shell.python(FallocateScript.source, args: [m.mountpoint, ref, "apply", "uploaded", "dirty", "small-base"]),
+                 "punch hole and zero range")
+        try cycleThroughSegments()
+        expectOK(Shell.python(FallocateScript.source, args: [m.mountpoint, ref, "compare", "uploaded", "dirty", "small-base"]),
+                 "read back from segments")
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func cliErrors() throws {
         let bin = try GranaryBinary.require()

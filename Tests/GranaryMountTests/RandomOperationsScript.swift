@@ -1,10 +1,12 @@
 /// An fsx-style check: seeded random writes, appends, truncates, mmap
-/// writes, reads, deletes and fsyncs on a few files in the mount, each
+/// writes, hole punches, reads, deletes and fsyncs on a few files in the mount, each
 /// mirrored on a local file; every read and, every 50 operations, the whole
 /// file must match. Run while the uploader seals the same files.
 enum RandomOperationsScript {
     static let source = #"""
-import os, sys, random, mmap
+import os, sys, random, mmap, ctypes, ctypes.util
+libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 mnt, ref, seed, ops = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(seed)
 NF, MAXSZ = 6, 600_000
@@ -23,7 +25,7 @@ def check(i, n):
 for n in range(ops):
     i = rng.randrange(NF)
     a, b = pair(i)
-    op = rng.choice(["write", "write", "write", "truncate", "read", "mmap", "delete", "append", "fsync"])
+    op = rng.choice(["write", "write", "write", "truncate", "read", "mmap", "delete", "append", "fsync", "punch"])
     size = os.path.getsize(b)
     if op in ("write", "append"):
         off = size if op == "append" else rng.randrange(0, MAXSZ)
@@ -43,6 +45,13 @@ for n in range(ops):
         for p in (a, b):
             with open(p, "r+b") as f:
                 m = mmap.mmap(f.fileno(), size); m[off:off + ln] = bytes([v]) * ln; m.flush(); m.close()
+    elif op == "punch" and size > 0:
+        off, ln = rng.randrange(0, size), rng.randrange(1, 200000)
+        mode = rng.choice([0x03, 0x11, 0x10])  # punch hole, zero range (keeping the size or not)
+        for p in (a, b):
+            fd = os.open(p, os.O_RDWR)
+            if libc.fallocate(fd, mode, off, ln) != 0: fail(i, f"fallocate {mode:#x} at {off}+{ln}: errno {ctypes.get_errno()}")
+            os.close(fd)
     elif op == "delete":
         for p in (a, b): os.unlink(p); open(p, "wb").close()
     elif op == "fsync":
