@@ -14,6 +14,12 @@ final class ChunkFetches: @unchecked Sendable {
         var result: Result<CachedChunk, FSError>?
     }
 
+    /// Whether a fetch of `id` is under way.
+    func isRunning(_ id: Hash256) -> Bool {
+        cond.lock(); defer { cond.unlock() }
+        return running[id] != nil
+    }
+
     /// Runs `fetch` for `id` unless one is already running, in which case
     /// it waits for that one and shares its result.
     func fetch(_ id: Hash256, _ fetch: () throws(FSError) -> CachedChunk) throws(FSError) -> CachedChunk {
