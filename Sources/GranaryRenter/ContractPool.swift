@@ -14,6 +14,11 @@ public final class ContractPool: Sendable {
     let clock: RenterClock
     let config: RenterConfiguration
     private let log = Logger(label: "granary.renter")
+    /// The start-up fill, the connector and the maintenance loop all call
+    /// `maintain`: two rounds at once each offered for the same missing
+    /// farmers, and three farmers signed two contracts each (seen with
+    /// 0.5 s of latency on every farmer's host, where rounds run long).
+    private let rounds = SingleFlight<Int>()
 
     init(db: NetworkDatabase, book: FarmerBook, link: FarmerLink, source: ContractSource, clock: RenterClock, config: RenterConfiguration) {
         self.db = db; self.book = book; self.link = link; self.source = source; self.clock = clock; self.config = config
@@ -27,9 +32,14 @@ public final class ContractPool: Sendable {
         }
     }
 
-    /// One round: release, renew, top up. Returns the number of live contracts after it.
+    /// One round: release, renew, top up. Returns the number of live
+    /// contracts after it. A call while a round runs shares that round.
     @discardableResult
     public func maintain() async -> Int {
+        await rounds.run { [self] in await maintainRound() }
+    }
+
+    private func maintainRound() async -> Int {
         let now = clock.now()
         // Release contracts of disqualified farmers and expired ones: no more audits or payments.
         for c in (try? db.contracts()) ?? [] {

@@ -33,11 +33,16 @@ public final class MarketContractSource: ContractSource {
         let offer = OfferTerms(allowanceBytes: UInt64(terms.minimumAllowance), durationSeconds: UInt64(terms.duration),
                                maxPricePerAudit: terms.maxPricePerAudit, auditIntervalSeconds: UInt64(max(1, terms.auditInterval)))
         // After a round that drew too few bids, the offer also goes to
-        // random nodes beyond the pub/sub neighbours (see DHTNode.publish).
-        let widening = shortRounds.withLock { $0 } > 0 ? Self.wideningContacts : 0
-        let bids = try await market.requestBids(offer, window: window, widening: widening).filter { !excluding.contains($0.farmerID) }
+        // random nodes beyond the pub/sub neighbours (see DHTNode.publish),
+        // and bids are awaited longer: two and then four times the window.
+        // With 0.5 s added to every hop, an offer and its bid took longer
+        // than 2 s to cross the network, and rounds drew 4 of 8 farmers.
+        let short = shortRounds.withLock { $0 }
+        let widening = short > 0 ? Self.wideningContacts : 0
+        let roundWindow = window * (1 << min(short, 2))
+        let bids = try await market.requestBids(offer, window: roundWindow, widening: widening).filter { !excluding.contains($0.farmerID) }
         shortRounds.withLock { $0 = bids.count < count ? $0 + 1 : 0 }
-        log.info("market: \(bids.count) acceptable bids for \(count) contracts\(widening > 0 ? " (offer also sent to \(widening) random nodes)" : "")")
+        log.info("market: \(bids.count) acceptable bids for \(count) contracts\(widening > 0 ? " in \(roundWindow) (offer also sent to \(widening) random nodes)" : "")")
         let chosen = Array(bids.prefix(count + 2))  // a couple extra: some may refuse to sign
         let now = UInt64(Date().timeIntervalSince1970)
         let identity = self.identity

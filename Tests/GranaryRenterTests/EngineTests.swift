@@ -183,6 +183,28 @@ struct EngineTests {
         await #expect(throws: SegmentStoreError.self) { try await e.segments.read(id, offset: 0, length: 1) }
         await e.stop()
     }
+
+    /// Maintenance rounds started together (the start-up fill, the
+    /// connector, the loop) share one market round: no farmer gets two
+    /// contracts for the same missing place.
+    @Test func concurrentMaintenanceRoundsFormOneContractPerFarmer() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let late = farmers.contacts.suffix(3).map(\.id)
+        for id in late { farmers.set(id, .offline) }
+        let e = try await Self.engine(dir, farmers)
+        #expect(try e.contracts.liveContracts().count == 7)
+        for id in late { farmers.set(id, .normal) }
+        farmers.roundDuration = .milliseconds(200)
+        async let a = e.contracts.maintain()
+        async let b = e.contracts.maintain()
+        async let c = e.contracts.maintain()
+        _ = await (a, b, c)
+        let perFarmer = Dictionary(grouping: try e.contracts.liveContracts(), by: \.record.farmer.id)
+        #expect(perFarmer.count == 10, "every farmer has a contract")
+        #expect(perFarmer.values.allSatisfy { $0.count == 1 }, "one contract each: \(perFarmer.values.map(\.count))")
+        await e.stop()
+    }
 }
 
 extension EngineTests {

@@ -102,7 +102,15 @@ final class InProcessFarmers: FarmerLink, ContractSource, @unchecked Sendable {
     func reset(farmer: Hash256) async {}
     func shutdown() async {}
 
+    /// How long a market round takes (`formContracts`).
+    var roundDuration: Duration {
+        get { lock.withLock { round } }
+        set { lock.withLock { round = newValue } }
+    }
+    private var round: Duration = .zero
+
     func formContracts(count: Int, terms: ContractTerms, excluding: Set<Hash256>) async throws -> [ContractRecord] {
+        try await Task.sleep(for: roundDuration)
         let now = Date()
         let states = lock.withLock { behaviour }
         return contacts.filter { c in !excluding.contains(c.id) && (states[c.id] ?? .normal) != .offline }
