@@ -184,6 +184,29 @@ struct EngineTests {
         await e.stop()
     }
 
+    /// A read whose widened requests also reach hanging farmers adds a
+    /// spare at every further hedge delay until k pieces answer, instead
+    /// of waiting out the transfer timeout (here ten minutes).
+    @Test func readsAddSparesUntilKPiecesAnswer() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let e = try await Self.engine(dir, farmers) {
+            $0.readHedgeBase = 0.05; $0.readHedgeRate = 1e12; $0.transferTimeoutBase = 600
+        }
+        let data = Self.randomBytes(400_000, seed: 9)
+        let id = SegmentID.random()
+        try await e.segments.put(id, bytes: data)
+        let stored = try e.database.pieces(of: id).filter { $0.state == .stored }
+        // The data piece read from, and the two best ranked of the others:
+        // the widened read asks k + 1 = 5 pieces, three of them hanging.
+        let others = stored.filter { $0.index != 0 }.sorted { e.farmers.rank($0.farmer) > e.farmers.rank($1.farmer) }
+        let hanging = Set([stored.first { $0.index == 0 }!.farmer] + others.prefix(2).map(\.farmer))
+        for f in hanging { farmers.set(f, .hang) }
+        #expect(try await e.segments.read(id, offset: 10, length: 1000) == Array(data[10..<1010]))
+        #expect(hanging.allSatisfy { e.farmers.isSlow($0) }, "the hanging farmers are known as slow")
+        await e.stop()
+    }
+
     /// Maintenance rounds started together (the start-up fill, the
     /// connector, the loop) share one market round: no farmer gets two
     /// contracts for the same missing place.
