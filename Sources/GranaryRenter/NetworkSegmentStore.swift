@@ -1,6 +1,7 @@
 import Foundation
 import GranaryCore
 import Logging
+import Synchronization
 
 /// The `SegmentStore` over farmers: a segment is erasure coded into n
 /// pieces (k/r/s/n, systematic), placed on n distinct farmers, durable once
@@ -22,8 +23,31 @@ public final class NetworkSegmentStore: SegmentStore {
         self.db = db; self.book = book; self.link = link; self.config = config; self.random = random
     }
 
-    func transferTimeout(bytes: Int) -> Double {
+    /// Deadline for a transfer of `bytes` to or from `farmer`: base plus
+    /// size at the minimum rate, times the farmer's slow-link factor.
+    func transferTimeout(bytes: Int, farmer: Hash256) -> Double {
+        baseTransferTimeout(bytes: bytes) * slowLinks.withLock { $0[farmer] ?? 1 }
+    }
+
+    func baseTransferTimeout(bytes: Int) -> Double {
         config.transferTimeoutBase + Double(bytes) / config.minimumTransferRate
+    }
+
+    /// Farmers whose transfers ran past their deadline get twice as long
+    /// next time, up to 8 times; one transfer done within half the base
+    /// deadline clears that. A farmer on a 2 Mbit/s link takes 38 s for a
+    /// 9.6 MB piece against a 19 s deadline: with only seven farmers
+    /// beside it, every upload of a segment failed the same way, forever.
+    private let slowLinks = Mutex<[Hash256: Double]>([:])
+
+    func noteTransfer(_ farmer: Hash256, seconds: Double, bytes: Int, timedOut: Bool) {
+        slowLinks.withLock { factors in
+            if timedOut {
+                factors[farmer] = min(8, (factors[farmer] ?? 1) * 2)
+            } else if seconds < baseTransferTimeout(bytes: bytes) / 2 {
+                factors[farmer] = nil
+            }
+        }
     }
 
     // MARK: placement
@@ -133,7 +157,6 @@ public final class NetworkSegmentStore: SegmentStore {
                       candidates: [Placement]) async throws -> [PieceRow] {
         let slots = Array(zip(indexes, candidates))
         let spares = SparePool(Array(candidates.dropFirst(slots.count)))
-        let timeout = transferTimeout(bytes: pieceSize)
         let hedgeDelay = config.uploadHedgeBase + Double(pieceSize) / config.uploadHedgeRate
         var stored: [PieceRow] = []
         var failures: [String] = []
@@ -147,7 +170,7 @@ public final class NetworkSegmentStore: SegmentStore {
                     group.addTask {
                         let (bytes, root) = await pieces(index)
                         return .piece(await self.uploadPiece(segment: segment, index: index, bytes: bytes, root: root,
-                                                             first: initial, spares: spares, timeout: timeout))
+                                                             first: initial, spares: spares))
                     }
                 }
             }
@@ -180,7 +203,7 @@ public final class NetworkSegmentStore: SegmentStore {
     }
 
     func uploadPiece(segment: SegmentID, index: Int, bytes: ArraySlice<UInt8>, root: Hash256, first: Placement,
-                     spares: SparePool, timeout: Double) async -> PieceOutcome {
+                     spares: SparePool) async -> PieceOutcome {
         var placement: Placement? = first
         var lastError = "no farmer left"
         while let p = placement {
@@ -196,10 +219,11 @@ public final class NetworkSegmentStore: SegmentStore {
             do {
                 let link = self.link
                 let contract = p.contract
-                try await withDeadline(timeout) {
+                try await withDeadline(transferTimeout(bytes: bytes.count, farmer: p.farmer)) {
                     try await link.store(pieceID: row.pieceID, root: root, bytes: bytes, contract: contract)
                 }
                 let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
+                noteTransfer(p.farmer, seconds: ms / 1000, bytes: bytes.count, timedOut: false)
                 book.recordContact(p.farmer, reached: true, latencyMs: ms / max(1, Double(bytes.count) / Double(1 << 20)))
                 var done = row
                 done.state = .stored
@@ -211,7 +235,10 @@ public final class NetworkSegmentStore: SegmentStore {
                 lastError = "\(p.contract.farmer): \(error)"
                 log.info("piece \(index) of segment \(segment.short) failed on \(p.contract.farmer): \(error); trying another farmer")
                 book.recordContact(p.farmer, reached: !(error is DeadlineExceeded || error.isUnreachable))
-                if error is DeadlineExceeded { await link.reset(farmer: p.farmer) }
+                if error is DeadlineExceeded {
+                    noteTransfer(p.farmer, seconds: 0, bytes: bytes.count, timedOut: true)
+                    await link.reset(farmer: p.farmer)
+                }
                 placement = await spares.next()
             }
         }
@@ -299,7 +326,6 @@ public final class NetworkSegmentStore: SegmentStore {
             order = order.filter { needed.contains($0.index) } + order.filter { !needed.contains($0.index) }
         }
         let contracts = Dictionary(try db.contracts(activeOnly: false).map { ($0.record.id, $0.record) }, uniquingKeysWith: { a, _ in a })
-        let timeout = transferTimeout(bytes: range.count)
         let hedgeDelay = config.readHedgeBase + Double(range.count) / config.readHedgeRate
         var results: [Int: [UInt8]] = [:]
         var errors: [String] = []
@@ -318,12 +344,13 @@ public final class NetworkSegmentStore: SegmentStore {
                     group.addTask {
                         let started = DispatchTime.now().uptimeNanoseconds
                         do {
-                            let bytes = try await withDeadline(timeout) {
+                            let bytes = try await withDeadline(self.transferTimeout(bytes: range.count, farmer: p.farmer)) {
                                 try await link.read(pieceID: p.pieceID, root: p.root, pieceSize: pieceSize, range: range, contract: contract)
                             }
                             guard bytes.count == range.count else { throw FarmerLinkError.badProof("\(bytes.count) bytes for a range of \(range.count)") }
                             let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
                             self.book.recordContact(p.farmer, reached: true, latencyMs: ms)
+                            self.noteTransfer(p.farmer, seconds: ms / 1000, bytes: range.count, timedOut: false)
                             return .piece(p, .success(bytes))
                         } catch {
                             return .piece(p, .failure(error))
@@ -368,7 +395,10 @@ public final class NetworkSegmentStore: SegmentStore {
                     if !(error is CancellationError) {
                         errors.append("piece \(p.index) on \(p.farmer.short): \(error)")
                         book.recordContact(p.farmer, reached: !(error is DeadlineExceeded || error.isUnreachable))
-                        if error is DeadlineExceeded { await link.reset(farmer: p.farmer) }
+                        if error is DeadlineExceeded {
+                            noteTransfer(p.farmer, seconds: 0, bytes: range.count, timedOut: true)
+                            await link.reset(farmer: p.farmer)
+                        }
                     }
                     needK = true
                 }

@@ -207,6 +207,29 @@ struct EngineTests {
         await e.stop()
     }
 
+    /// Farmers too slow for the transfer deadline, with no others to place
+    /// on (8 farmers, 7 pieces needed, 3 slow): the next upload gives them
+    /// twice as long, and it goes through instead of failing forever.
+    @Test func slowLinksGetLongerDeadlinesOnTheNextUpload() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 8)
+        let clock = ManualClock()
+        let e = try await Self.engine(dir, farmers, clock: clock) {
+            $0.transferTimeoutBase = 0.2; $0.minimumTransferRate = 1e12; $0.uploadHedgeBase = 0.01; $0.uploadHedgeRate = 1e12
+        }
+        for c in farmers.contacts.prefix(3) { farmers.set(c.id, .slow) }  // 0.3 s a request
+        let data = Self.randomBytes(100_000, seed: 11)
+        var stored: SegmentID?
+        for _ in 1...3 where stored == nil {
+            clock.advance(by: 60)  // past the pause after a failed contact
+            let id = SegmentID.random()
+            if (try? await e.segments.put(id, bytes: data)) != nil { stored = id }
+        }
+        let id = try #require(stored, "an upload went through within three tries")
+        #expect(try await e.segments.read(id, offset: 0, length: data.count) == data)
+        await e.stop()
+    }
+
     /// Maintenance rounds started together (the start-up fill, the
     /// connector, the loop) share one market round: no farmer gets two
     /// contracts for the same missing place.
