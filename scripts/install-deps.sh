@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   libfuse3-dev fuse3 libsodium-dev libsqlite3-dev libisal-dev pkg-config  # build
   restic borgbackup rsync fio attr strace util-linux procps psmisc        # tests of the mount
-  iproute2 nftables                                                       # the multi-host tests: namespaces, packet loss
+  iproute2 nftables                                                       # the multi-host tests: namespaces, slow links (tc), packet loss
 )
 missing=()
 for p in "${packages[@]}"; do

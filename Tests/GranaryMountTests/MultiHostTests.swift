@@ -61,6 +61,12 @@ final class NetworkHosts: @unchecked Sendable {
             """)
     }
 
+    /// Limits what `host` sends to `rate` (tc tbf, e.g. "2mbit"): a farmer
+    /// on a slow uplink, whose reads answer slowly but do answer.
+    func limitOutgoing(_ rate: String, on host: Int) throws {
+        try run("ip netns exec \(names[host]) tc qdisc add dev eth0 root tbf rate \(rate) burst 32kbit latency 2s")
+    }
+
     private func run(_ command: String) throws {
         let r = Shell.run(command, timeout: 20)
         guard r.status == 0 else { throw TestSupportError.missing("network setup failed: \(command): \(r.output)") }
@@ -216,6 +222,43 @@ final class NetworkHosts: @unchecked Sendable {
             cmp '\(dir.path)/a.orig' '\(mnt)/a' && for i in $(seq 1 50); do [ "$(cat '\(mnt)'/d/f$i)" = "file $i" ] || exit 1; done
             """, timeout: 180)
         #expect(cold.status == 0, "files read back cold on a lossy network: \(cold.output)")
+        mount?.stop(grace: 60)
+        mount = nil
+    }
+
+    /// Three farmers' uplinks cut to 2 Mbit/s after the upload: a cold read
+    /// whose widened requests reach two of them adds spares at every hedge
+    /// delay and reads around them, bit-exact (17 s for 32 MB when it
+    /// waited for their pieces instead).
+    @Test(.timeLimit(.minutes(5)))
+    func coldReadsGoAroundFarmersOnSlowUplinks() throws {
+        try FuseEnvironment.require()
+        let bin = try GranaryBinary.require()
+        let hosts = try NetworkHosts(count: 9)
+        let dir = TemporaryDirectory("granary-slow")
+        let state = dir.path + "/renter", mnt = dir.sub("mnt")
+        let seedAddress = "\(hosts.address(0)):4700"
+        var mount: ChildProcess?
+        var network: [ChildProcess] = []
+        defer {
+            mount?.kill()
+            for p in network { p.kill() }
+            Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
+            hosts.remove()
+        }
+        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &network)
+        mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
+        let write = Shell.run("head -c 24000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 60)
+        #expect(write.status == 0, "write: \(write.output)")
+        let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 240)
+        #expect(flush.status == 0 && flush.output.contains("durable"), "flush: \(flush.output.suffix(600))")
+        mount?.stop(grace: 60)
+        mount = nil
+        for host in [1, 2, 3] { try hosts.limitOutgoing("2mbit", on: host) }
+        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
+        let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 180)
+        #expect(cold.status == 0, "read back cold around three slow farmers: \(cold.output)")
         mount?.stop(grace: 60)
         mount = nil
     }
