@@ -35,13 +35,8 @@ import Testing
         let dir = TemporaryDirectory("granary-late")
         let state = dir.path + "/renter", mnt = dir.sub("mnt")
         let seedAddress = "127.0.0.1:\(try Self.freeUDPPort())"
-        var mount: ChildProcess?
-        var network: [ChildProcess] = []
-        defer {
-            mount?.kill()
-            for p in network { p.kill() }
-            Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
-        }
+        let run = NetworkTestProcesses(mountpoint: mnt)
+        defer { run.cleanUp() }
         func startMount() throws -> ChildProcess {
             let m = try ChildProcess.granary(["mount", mnt, "--state", state, "--bootstrap", seedAddress,
                                               "--upload-idle", "1", "--read-timeout", "10", "--plain-key"],
@@ -52,7 +47,7 @@ import Testing
         }
         func status() -> String { Shell.run("'\(bin)' status --state '\(state)'", timeout: 30).output }
 
-        mount = try startMount()
+        run.mount = try startMount()
         let write = Shell.run("""
             head -c 3000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a' \
             && mkdir '\(mnt)/d' && echo hello > '\(mnt)/d/h' && sync '\(mnt)/a' '\(mnt)/d/h' \
@@ -68,38 +63,36 @@ import Testing
         // farmers with 2 GiB each, less than the renter's wanted allowance.
         let seed = try ChildProcess.granary(["seed", "--listen", seedAddress, "--state", dir.sub("seed")], name: "seed",
                                             environment: Self.environment)
-        network.append(seed)
+        run.network.append(seed)
         _ = try seed.waitForLine(timeout: 30) { $0.contains("listening") }
         for i in 0..<8 {
-            network.append(try ChildProcess.granary(["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "2G",
+            run.network.append(try ChildProcess.granary(["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "2G",
                                                      "--listen", "127.0.0.1:0", "--bootstrap", seedAddress],
                                                     name: "farmer\(i)", environment: Self.environment))
         }
-        for f in network.dropFirst() { _ = try f.waitForLine(timeout: 60) { $0.contains("listening") } }
+        for f in run.network.dropFirst() { _ = try f.waitForLine(timeout: 60) { $0.contains("listening") } }
 
         let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 200)
         #expect(flush.status == 0 && flush.output.contains("durable"), "flush completes once contracts form: \(flush.output)")
         let ready = status()
         #expect(ready.contains("network.state: ready"), "\(ready)")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
 
         // Cold: without the clean cache, the data comes back from the farmers.
         Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
-        mount = try startMount()
+        run.mount = try startMount()
         let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a' && grep -q hello '\(mnt)/d/h'", timeout: 120)
         #expect(cold.status == 0, "files read back cold: \(cold.output)")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
 
         // Farmers frozen (they accept connections and never answer), cache
         // wiped: a write over uncached data never waits for the network, not
         // even while the uploader fetches the old content to merge it (up to
         // the read timeout, 10 s here). That fetch runs without the file's
         // lock, so a second write goes through before the fetch gives up.
-        for f in network.dropFirst() { f.signal(SIGSTOP) }
+        for f in run.network.dropFirst() { f.signal(SIGSTOP) }
         Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
-        mount = try startMount()
+        run.mount = try startMount()
         let patch = dir.path + "/patch"
         let first = Shell.run("head -c 65536 /dev/urandom > '\(patch)' && dd if='\(patch)' of='\(mnt)/a' bs=65536 seek=4 conv=notrunc status=none", timeout: 30)
         #expect(first.status == 0, "write over an uncached chunk: \(first.output)")
@@ -107,7 +100,7 @@ import Testing
         let second = Shell.run("dd if='\(patch)' of='\(mnt)/a' bs=65536 seek=8 conv=notrunc,fsync status=none", timeout: 30)
         #expect(second.status == 0, "second write: \(second.output)")
         let failedFetch = "cannot fetch the old content"
-        func mountLog() -> String { mount?.output.joined(separator: "\n") ?? "" }
+        func mountLog() -> String { run.mount?.output.joined(separator: "\n") ?? "" }
         #expect(!mountLog().contains(failedFetch), "the second write returned before the uploader's fetch gave up: \(mountLog().suffix(1500))")
         var fetchSeen = false
         for _ in 0..<60 where !fetchSeen {
@@ -116,7 +109,7 @@ import Testing
         }
         #expect(fetchSeen, "the uploader did try to fetch the base, and said why it failed")
         // Farmers back: the writes are merged over the old content and stored.
-        for f in network.dropFirst() { f.signal(SIGCONT) }
+        for f in run.network.dropFirst() { f.signal(SIGCONT) }
         let patched = Shell.run("""
             cp '\(dir.path)/a.orig' '\(dir.path)/a.want' \
             && dd if='\(patch)' of='\(dir.path)/a.want' bs=65536 seek=4 conv=notrunc status=none \
@@ -124,18 +117,17 @@ import Testing
             && '\(bin)' flush --state '\(state)' && cmp '\(dir.path)/a.want' '\(mnt)/a'
             """, timeout: 200)
         #expect(patched.status == 0, "both writes stored over the old content: \(patched.output) \(mountLog().suffix(6000))")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
 
         // Farmers gone, cache wiped: the mount still comes up, and a read of
         // uncached data fails with EIO within the read timeout.
-        for f in network.dropFirst() { f.kill() }
+        for f in run.network.dropFirst() { f.kill() }
         Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
-        mount = try startMount()
+        run.mount = try startMount()
         let failed = Shell.run("cat '\(mnt)/a' > /dev/null", timeout: 60)
         #expect(failed.status != 0 && failed.output.contains("Input/output error"), "uncached read fails with EIO: \(failed.output)")
         #expect(Shell.run("ls '\(mnt)/d'", timeout: 30).output.contains("h"), "metadata is local: listing still works")
-        let logged = mount?.output.joined(separator: "\n") ?? ""
+        let logged = run.mount?.output.joined(separator: "\n") ?? ""
         #expect(logged.contains("read of chunk"), "the mount logs why the read failed: \(logged.suffix(2000))")
         let gone = status()
         #expect(gone.contains("with a farmer not answering") && gone.contains("unreachable for"),

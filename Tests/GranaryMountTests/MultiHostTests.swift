@@ -83,6 +83,36 @@ final class NetworkHosts: @unchecked Sendable {
     deinit { remove() }
 }
 
+/// The processes of a network test and its mount point. `cleanUp` kills
+/// them, unmounts lazily and removes the hosts, also when a test fails.
+final class NetworkTestProcesses: @unchecked Sendable {
+    let mountpoint: String
+    let hosts: NetworkHosts?
+    var mount: ChildProcess?
+    /// The seed first, then the farmers.
+    var network: [ChildProcess] = []
+
+    init(mountpoint: String, hosts: NetworkHosts? = nil) {
+        self.mountpoint = mountpoint
+        self.hosts = hosts
+    }
+
+    /// SIGTERM to the mount (it flushes and unmounts) and waits for it.
+    func stopMount() {
+        mount?.stop(grace: 60)
+        mount = nil
+    }
+
+    func cleanUp() {
+        mount?.kill()
+        mount = nil
+        for p in network { p.kill() }
+        network = []
+        Shell.run("fusermount3 -u -z '\(mountpoint)' 2>/dev/null || umount -l '\(mountpoint)' 2>/dev/null; true", timeout: 20)
+        hosts?.remove()
+    }
+}
+
 /// The seed and farmers each on a host of their own, the mount on this
 /// one: contracts form through the market across real addresses, and with
 /// three of the eight farmers cut off, the files still read back cold from
@@ -125,19 +155,13 @@ final class NetworkHosts: @unchecked Sendable {
         let dir = TemporaryDirectory("granary-hosts")
         let state = dir.path + "/renter", mnt = dir.sub("mnt")
         let seedAddress = "\(hosts.address(0)):4700"
-        var mount: ChildProcess?
-        var network: [ChildProcess] = []
-        defer {
-            mount?.kill()
-            for p in network { p.kill() }
-            Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
-            hosts.remove()
-        }
-        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &network)
+        let run = NetworkTestProcesses(mountpoint: mnt, hosts: hosts)
+        defer { run.cleanUp() }
+        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network)
         func startMount() throws -> ChildProcess {
             try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 20)
         }
-        mount = try startMount()
+        run.mount = try startMount()
         let write = Shell.run("""
             head -c 6000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a' \
             && mkdir '\(mnt)/d' && echo hello > '\(mnt)/d/h'
@@ -147,37 +171,33 @@ final class NetworkHosts: @unchecked Sendable {
         #expect(flush.status == 0 && flush.output.contains("durable"), "flush completes across hosts: \(flush.output)")
         let status = Shell.run("'\(bin)' status --state '\(state)'", timeout: 30).output
         #expect(status.contains("10.213.0."), "farmers are reached at their hosts' addresses: \(status)")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
 
         // Three farmers' hosts cut off, the clean cache wiped: every read
         // must come from the five farmers still reachable.
         for host in [2, 5, 7] { try hosts.partition(host) }
         Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
-        mount = try startMount()
+        run.mount = try startMount()
         let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a' && grep -q hello '\(mnt)/d/h'", timeout: 180)
         #expect(cold.status == 0, "files read back cold with three farmers cut off: \(cold.output)")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
 
         // Five cut off, fewer than a segment needs: the read fails with EIO
         // after the read timeout instead of hanging or returning garbage.
         for host in [1, 3] { try hosts.partition(host) }
         Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
-        mount = try startMount()
+        run.mount = try startMount()
         let failed = Shell.run("cat '\(mnt)/a' > /dev/null", timeout: 120)
         #expect(failed.status != 0 && failed.output.contains("Input/output error"), "read with five farmers cut off: \(failed.output)")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
 
         // The partition heals: the same mount state reads everything again.
         for host in [1, 2, 3, 5, 7] { try hosts.heal(host) }
         Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
-        mount = try startMount()
+        run.mount = try startMount()
         let healed = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 180)
         #expect(healed.status == 0, "files read back once the partition healed: \(healed.output)")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
     }
 
     /// Every farmer's and the seed's host drops a share of the packets it
@@ -194,19 +214,13 @@ final class NetworkHosts: @unchecked Sendable {
         let dir = TemporaryDirectory("granary-lossy")
         let state = dir.path + "/renter", mnt = dir.sub("mnt")
         let seedAddress = "\(hosts.address(0)):4700"
-        var mount: ChildProcess?
-        var network: [ChildProcess] = []
-        defer {
-            mount?.kill()
-            for p in network { p.kill() }
-            Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
-            hosts.remove()
-        }
-        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &network)
+        let run = NetworkTestProcesses(mountpoint: mnt, hosts: hosts)
+        defer { run.cleanUp() }
+        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network)
         func startMount() throws -> ChildProcess {
             try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
         }
-        mount = try startMount()
+        run.mount = try startMount()
         let write = Shell.run("""
             head -c 12000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a' && mkdir '\(mnt)/d' \
             && for i in $(seq 1 50); do echo "file $i" > '\(mnt)'/d/f$i; done
@@ -214,16 +228,14 @@ final class NetworkHosts: @unchecked Sendable {
         #expect(write.status == 0, "write: \(write.output)")
         let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 240)
         #expect(flush.status == 0 && flush.output.contains("durable"), "flush completes on a lossy network: \(flush.output.suffix(600))")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
         Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
-        mount = try startMount()
+        run.mount = try startMount()
         let cold = Shell.run("""
             cmp '\(dir.path)/a.orig' '\(mnt)/a' && for i in $(seq 1 50); do [ "$(cat '\(mnt)'/d/f$i)" = "file $i" ] || exit 1; done
             """, timeout: 180)
         #expect(cold.status == 0, "files read back cold on a lossy network: \(cold.output)")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
     }
 
     /// Three farmers' uplinks cut to 2 Mbit/s after the upload: a cold read
@@ -238,28 +250,20 @@ final class NetworkHosts: @unchecked Sendable {
         let dir = TemporaryDirectory("granary-slow")
         let state = dir.path + "/renter", mnt = dir.sub("mnt")
         let seedAddress = "\(hosts.address(0)):4700"
-        var mount: ChildProcess?
-        var network: [ChildProcess] = []
-        defer {
-            mount?.kill()
-            for p in network { p.kill() }
-            Shell.run("fusermount3 -u -z '\(mnt)' 2>/dev/null || umount -l '\(mnt)' 2>/dev/null; true", timeout: 20)
-            hosts.remove()
-        }
-        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &network)
-        mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
+        let run = NetworkTestProcesses(mountpoint: mnt, hosts: hosts)
+        defer { run.cleanUp() }
+        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network)
+        run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
         let write = Shell.run("head -c 24000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 60)
         #expect(write.status == 0, "write: \(write.output)")
         let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 240)
         #expect(flush.status == 0 && flush.output.contains("durable"), "flush: \(flush.output.suffix(600))")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
         for host in [1, 2, 3] { try hosts.limitOutgoing("2mbit", on: host) }
         Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
-        mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
+        run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
         let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 180)
         #expect(cold.status == 0, "read back cold around three slow farmers: \(cold.output)")
-        mount?.stop(grace: 60)
-        mount = nil
+        run.stopMount()
     }
 }
