@@ -39,7 +39,7 @@ let package = Package(
         ]),
         // Protocol messages (protobuf) and framed, authenticated TCP/UDP.
         .target(name: "GranaryWire", dependencies: [
-            "GranaryCore", "CSodium",
+            "GranaryCore", "CSodium", "CGranaryShim",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

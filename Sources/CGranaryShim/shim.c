@@ -31,3 +31,11 @@ int granary_direct_io_flag(void) {
 int granary_nice_this_thread(int nice) {
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
 }
+
+#include <linux/tcp.h>
+#include <stddef.h>
+void granary_tcp_info_layout(unsigned *size, unsigned *bytes_acked_offset, unsigned *bytes_received_offset) {
+    *size = (unsigned)sizeof(struct tcp_info);
+    *bytes_acked_offset = (unsigned)offsetof(struct tcp_info, tcpi_bytes_acked);
+    *bytes_received_offset = (unsigned)offsetof(struct tcp_info, tcpi_bytes_received);
+}

@@ -57,7 +57,8 @@ extension RenterEngine {
                              configuration: RenterConfiguration = RenterConfiguration(),
                              clock: RenterClock = SystemClock(), random: RandomSource = SystemRandomSource(),
                              contractTimeout: Double = 60) async throws -> RenterEngine {
-        let link = TransferFarmerLink(identity: identity, difficulty: configuration.difficulty)
+        let link = TransferFarmerLink(identity: identity, difficulty: configuration.difficulty,
+                                      transferStallTimeout: .seconds(configuration.transferTimeoutBase))
         let source = DirectContractSource(addresses: farmers, link: link, identity: identity, difficulty: configuration.difficulty)
         let engine = try RenterEngine(stateDirectory: stateDirectory, link: link, contracts: source,
                                       configuration: configuration, clock: clock, random: random)

@@ -143,7 +143,8 @@ extension RenterEngine {
                 throw error
             }
         }
-        let link = TransferFarmerLink(identity: identity, difficulty: configuration.difficulty)
+        let link = TransferFarmerLink(identity: identity, difficulty: configuration.difficulty,
+                                      transferStallTimeout: .seconds(configuration.transferTimeoutBase))
         let bookBox = ReputationLookup()
         let source = MarketContractSource(node: node, link: link, identity: identity,
                                           window: .milliseconds(Int64(configuration.bidWindow * 1000)),

@@ -23,8 +23,9 @@ public final class NetworkSegmentStore: SegmentStore {
         self.db = db; self.book = book; self.link = link; self.config = config; self.random = random
     }
 
-    /// Deadline for a transfer of `bytes` to or from `farmer`: base plus
-    /// size at the minimum rate, times the farmer's slow-link factor.
+    /// Whole-transfer deadline for `bytes` to or from `farmer`: base plus
+    /// size at the minimum rate, times the farmer's slow-link factor. A
+    /// stalled transfer fails sooner, in the link (no byte moved for the base).
     func transferTimeout(bytes: Int, farmer: Hash256) -> Double {
         baseTransferTimeout(bytes: bytes) * slowLinks.withLock { $0[farmer] ?? 1 }
     }
@@ -33,11 +34,11 @@ public final class NetworkSegmentStore: SegmentStore {
         config.transferTimeoutBase + Double(bytes) / config.minimumTransferRate
     }
 
-    /// Farmers whose transfers ran past their deadline get twice as long
-    /// next time, up to 8 times; one transfer done within half the base
-    /// deadline clears that. A farmer on a 2 Mbit/s link takes 38 s for a
-    /// 9.6 MB piece against a 19 s deadline: with only seven farmers
-    /// beside it, every upload of a segment failed the same way, forever.
+    /// Farmers whose transfers ran past their whole deadline (moving, but
+    /// below the minimum rate) get twice as long next time, up to 8 times;
+    /// one transfer done within half the base deadline clears that. With
+    /// only seven farmers beside a slow one, each upload of a segment
+    /// would otherwise fail the same way, forever.
     private let slowLinks = Mutex<[Hash256: Double]>([:])
 
     func noteTransfer(_ farmer: Hash256, seconds: Double, bytes: Int, timedOut: Bool) {

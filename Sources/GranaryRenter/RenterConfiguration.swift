@@ -13,9 +13,13 @@ public struct RenterConfiguration: Sendable {
     public var renewWhenRemaining = 0.25
     /// How long the market collects bids for one offer.
     public var bidWindow: Double = 2
-    /// Per-request deadline for a piece transfer: base plus size at a minimum rate.
+    /// A piece transfer fails once no byte moved for `transferTimeoutBase`
+    /// seconds, and in any case after that base plus its size at
+    /// `minimumTransferRate`. The floor is low because a renter sends about
+    /// eight pieces at once: on a 2 Mbit/s uplink each moves at 31 KB/s, and
+    /// a whole-transfer deadline at 1 MiB/s failed every upload there.
     public var transferTimeoutBase: Double = 10
-    public var minimumTransferRate: Double = 1_048_576
+    public var minimumTransferRate: Double = 16_384
     /// A read served from data pieces widens to k + 1 pieces when they have
     /// not all arrived after base + bytes / rate seconds (hedged request).
     /// Widening a one-piece read costs k times its bytes, so the delay is

@@ -16,6 +16,9 @@ public actor TransferFarmerLink: FarmerLink {
     let identity: NodeIdentity
     let difficulty: Int
     let requestTimeout: Duration
+    /// A piece upload or read fails once no byte moved for this long; its
+    /// whole duration is the caller's to bound (a slow link needs minutes).
+    let transferStallTimeout: Duration
     private var idle: [Hash256: [TransferClient]] = [:]
     private var parsed: [Hash256: SignedContract] = [:]
     private let maxIdlePerFarmer = 8
@@ -23,10 +26,12 @@ public actor TransferFarmerLink: FarmerLink {
     private nonisolated let sendBuffers = SendBufferPool(maxBytes: 128 << 20)
     private let log = Logger(label: "granary.renter")
 
-    public init(identity: NodeIdentity, difficulty: Int = NodeIdentity.configuredDifficulty, requestTimeout: Duration = .seconds(120)) {
+    public init(identity: NodeIdentity, difficulty: Int = NodeIdentity.configuredDifficulty, requestTimeout: Duration = .seconds(120),
+                transferStallTimeout: Duration = .seconds(10)) {
         self.identity = identity
         self.difficulty = difficulty
         self.requestTimeout = requestTimeout
+        self.transferStallTimeout = transferStallTimeout
     }
 
     static func split(_ address: String) -> (String, Int)? {
@@ -96,14 +101,16 @@ public actor TransferFarmerLink: FarmerLink {
     public nonisolated func store(pieceID: Hash256, root: Hash256, bytes: ArraySlice<UInt8>, contract: ContractRecord) async throws {
         let buffer = sendBuffers.buffer(with: bytes)
         defer { sendBuffers.recycle(buffer) }
+        let stall = transferStallTimeout
         _ = try await withClient(contract.farmer) { client in
-            try await client.storePiece(contract: contract.id, pieceID: pieceID, root: root, buffer: buffer)
+            try await client.storePiece(contract: contract.id, pieceID: pieceID, root: root, buffer: buffer, stallTimeout: stall)
         }
     }
 
     public nonisolated func read(pieceID: Hash256, root: Hash256, pieceSize: Int, range: Range<Int>, contract: ContractRecord) async throws -> [UInt8] {
-        try await withClient(contract.farmer, piece: pieceID) { client in
-            try await client.readRange(pieceID: pieceID, root: root, pieceSize: pieceSize, range: range)
+        let stall = transferStallTimeout
+        return try await withClient(contract.farmer, piece: pieceID) { client in
+            try await client.readRange(pieceID: pieceID, root: root, pieceSize: pieceSize, range: range, stallTimeout: stall)
         }
     }
 
@@ -111,8 +118,9 @@ public actor TransferFarmerLink: FarmerLink {
     /// restore, before network.db exists); the farmer serves it because this
     /// link's identity is the renter of the piece's contract.
     public nonisolated func read(pieceID: Hash256, root: Hash256, pieceSize: Int, range: Range<Int>, farmer: FarmerContact) async throws -> [UInt8] {
-        try await withClient(farmer, piece: pieceID) { client in
-            try await client.readRange(pieceID: pieceID, root: root, pieceSize: pieceSize, range: range)
+        let stall = transferStallTimeout
+        return try await withClient(farmer, piece: pieceID) { client in
+            try await client.readRange(pieceID: pieceID, root: root, pieceSize: pieceSize, range: range, stallTimeout: stall)
         }
     }
 

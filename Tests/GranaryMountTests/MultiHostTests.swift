@@ -67,6 +67,12 @@ final class NetworkHosts: @unchecked Sendable {
         try run("ip netns exec \(names[host]) tc qdisc add dev eth0 root tbf rate \(rate) burst 32kbit latency 2s")
     }
 
+    /// Limits what this host (the mount's) sends to the others to `rate`:
+    /// a renter on a slow uplink.
+    func limitOwnOutgoing(_ rate: String) throws {
+        try run("tc qdisc add dev \(bridge) root tbf rate \(rate) burst 64kbit latency 2s")
+    }
+
     private func run(_ command: String) throws {
         let r = Shell.run(command, timeout: 20)
         guard r.status == 0 else { throw TestSupportError.missing("network setup failed: \(command): \(r.output)") }
@@ -238,12 +244,16 @@ final class NetworkTestProcesses: @unchecked Sendable {
         run.stopMount()
     }
 
-    /// Three farmers' uplinks cut to 2 Mbit/s after the upload: a cold read
-    /// whose widened requests reach two of them adds spares at every hedge
-    /// delay and reads around them, bit-exact (17 s for 32 MB when it
-    /// waited for their pieces instead).
+    /// The renter on a 16 Mbit/s uplink uploads 24 MB without a failed
+    /// piece: its eight 6 MB pieces move at 2 Mbit/s each, 24 s against
+    /// the 16 s that a deadline for the whole transfer allowed (every
+    /// piece failed, then again at twice that); a transfer now fails only
+    /// when its bytes stop moving. Then three farmers' uplinks are cut to
+    /// 2 Mbit/s: a cold read whose widened requests reach two of them adds
+    /// spares at every hedge delay and reads around them, bit-exact (17 s
+    /// for 32 MB when it waited for their pieces instead).
     @Test(.timeLimit(.minutes(5)))
-    func coldReadsGoAroundFarmersOnSlowUplinks() throws {
+    func uploadsAndColdReadsGetThroughSlowUplinks() throws {
         try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
         let hosts = try NetworkHosts(count: 9)
@@ -254,10 +264,13 @@ final class NetworkTestProcesses: @unchecked Sendable {
         defer { run.cleanUp() }
         try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network)
         run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
+        try hosts.limitOwnOutgoing("16mbit")
         let write = Shell.run("head -c 24000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 60)
         #expect(write.status == 0, "write: \(write.output)")
         let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 240)
         #expect(flush.status == 0 && flush.output.contains("durable"), "flush: \(flush.output.suffix(600))")
+        let failed = run.mount?.output.filter { $0.contains("failed on") } ?? []
+        #expect(failed.isEmpty, "pieces failed on the slow uplink: \(failed.prefix(3))")
         run.stopMount()
         for host in [1, 2, 3] { try hosts.limitOutgoing("2mbit", on: host) }
         Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")

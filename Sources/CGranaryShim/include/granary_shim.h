@@ -23,4 +23,10 @@ int granary_direct_io_flag(void);
 /// Lowers the calling thread's scheduling priority to `nice` (Linux keeps
 /// nice per thread; setpriority with the thread ID). Returns 0 or -1.
 int granary_nice_this_thread(int nice);
+/// Where Linux's struct tcp_info (linux/tcp.h; Glibc's copy of the struct
+/// stops before these fields) keeps tcpi_bytes_acked and
+/// tcpi_bytes_received, and its size: a transfer's progress is judged by
+/// the bytes the peer acknowledged or sent, not by write calls, which
+/// finish while megabytes still wait in the socket buffer.
+void granary_tcp_info_layout(unsigned *size, unsigned *bytes_acked_offset, unsigned *bytes_received_offset);
 #endif

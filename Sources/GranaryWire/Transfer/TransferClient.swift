@@ -106,22 +106,26 @@ public actor TransferClient {
 
     // MARK: requests
 
-    /// Runs one request under the time limit; maps every failure to TransferError.
-    private func perform<T>(_ what: String, _ body: nonisolated(nonsending) (TransferSession, UInt64) async throws -> T) async throws(TransferError) -> T {
+    /// Runs one request under the time limit (or, given `stallTimeout`,
+    /// until no byte has moved for that long); maps every failure to TransferError.
+    private func perform<T>(_ what: String, stallTimeout: Duration? = nil,
+                            _ body: nonisolated(nonsending) (TransferSession, UInt64) async throws -> T) async throws(TransferError) -> T {
         guard !broken else { throw .closed }
         let id = nextRequestID
         nextRequestID += 1
-        let watchdog = Watchdog(channel: channel, after: requestTimeout)
+        let watchdog = stallTimeout.map { Watchdog(channel: channel, after: $0, resetByProgress: true) }
+            ?? Watchdog(channel: channel, after: requestTimeout)
         defer { watchdog.cancel() }
+        let why = stallTimeout.map { "no bytes moved for \($0)" } ?? "no answer within \(requestTimeout)"
         do {
             return try await body(session, id)
         } catch let error as TransferError {
             if !error.isFarmersAnswer { broken = true }
-            if watchdog.fired { throw .timedOut("\(what) (no answer within \(requestTimeout))") }
+            if watchdog.fired { throw .timedOut("\(what) (\(why))") }
             throw error
         } catch {
             broken = true
-            if watchdog.fired { throw .timedOut("\(what) (no answer within \(requestTimeout))") }
+            if watchdog.fired { throw .timedOut("\(what) (\(why))") }
             if let e = error as? SessionError { throw .session(e) }
             throw .session(.closed("\(error)"))
         }
@@ -183,13 +187,19 @@ public actor TransferClient {
     /// Uploads a piece under a contract. The farmer reserves the space (or
     /// refuses, before any byte is sent), hashes the bytes, compares with
     /// `root`, fsyncs and indexes; returns once the piece is durable.
-    public func storePiece(contract: Hash256, pieceID: Hash256, root: Hash256, bytes: [UInt8]) async throws(TransferError) -> StoredPiece {
-        try await storePiece(contract: contract, pieceID: pieceID, root: root, buffer: ByteBuffer(bytes: bytes))
+    ///
+    /// With `stallTimeout` the upload takes as long as the link needs and
+    /// fails only once no byte was acknowledged for that long (then the
+    /// caller bounds the whole); without, `requestTimeout` bounds it.
+    public func storePiece(contract: Hash256, pieceID: Hash256, root: Hash256, bytes: [UInt8],
+                           stallTimeout: Duration? = nil) async throws(TransferError) -> StoredPiece {
+        try await storePiece(contract: contract, pieceID: pieceID, root: root, buffer: ByteBuffer(bytes: bytes), stallTimeout: stallTimeout)
     }
 
     /// `storePiece` for bytes already in a ByteBuffer (no copy).
-    public func storePiece(contract: Hash256, pieceID: Hash256, root: Hash256, buffer: ByteBuffer) async throws(TransferError) -> StoredPiece {
-        try await perform("store piece \(pieceID.short)") { session, id in
+    public func storePiece(contract: Hash256, pieceID: Hash256, root: Hash256, buffer: ByteBuffer,
+                           stallTimeout: Duration? = nil) async throws(TransferError) -> StoredPiece {
+        try await perform("store piece \(pieceID.short)", stallTimeout: stallTimeout) { session, id in
             var m = Granary_StorePiece()
             m.contractID = Data(contract.bytes); m.pieceID = Data(pieceID.bytes)
             m.size = UInt64(buffer.readableBytes); m.merkleRoot = Data(root.bytes)
@@ -207,13 +217,15 @@ public actor TransferClient {
 
     /// Bytes `range` of a piece, verified against the `root` the renter kept:
     /// the farmer sends the whole 4 KiB leaves covering the range with their
-    /// Merkle range proof; any mismatch throws `.badProof`.
-    public func readRange(pieceID: Hash256, root: Hash256, pieceSize: Int, range: Range<Int>) async throws(TransferError) -> [UInt8] {
+    /// Merkle range proof; any mismatch throws `.badProof`. `stallTimeout`
+    /// as for `storePiece`: fails once no byte arrived for that long.
+    public func readRange(pieceID: Hash256, root: Hash256, pieceSize: Int, range: Range<Int>,
+                          stallTimeout: Duration? = nil) async throws(TransferError) -> [UInt8] {
         guard range.lowerBound >= 0, range.upperBound <= pieceSize, pieceSize <= Granary_MerkleProof.maxTreeLeafCount * MerkleTree.leafSize else {
             throw .protocolViolation("range \(range) is outside a piece of \(pieceSize) bytes")
         }
         if range.isEmpty { return [] }
-        return try await perform("read piece \(pieceID.short) \(range)") { session, id in
+        return try await perform("read piece \(pieceID.short) \(range)", stallTimeout: stallTimeout) { session, id in
             var m = Granary_ReadRange()
             m.pieceID = Data(pieceID.bytes); m.offset = UInt64(range.lowerBound); m.length = UInt64(range.count)
             try await session.send(Self.request(id, .readRange(m)))
@@ -320,15 +332,33 @@ public struct VoucherReceipt: Sendable, Equatable {
 }
 
 /// Closes a channel when a deadline passes unless cancelled first.
+///
+/// With `resetByProgress` the deadline moves with the connection: it
+/// passes only once the peer acknowledged no byte and sent none for
+/// `limit` (read from the kernel's TCP counters about four times per
+/// limit, at most once a second). A transfer over a slow link then takes
+/// as long as it needs, and one that stopped moving still fails.
 final class Watchdog: @unchecked Sendable {
     // `firedFlag` is written by the timer task and read by the owner: guarded by `lock`.
     private let lock = NSLock()
     private var firedFlag = false
     private var task: Task<Void, Never>?
 
-    init(channel: Channel, after limit: Duration) {
+    init(channel: Channel, after limit: Duration, resetByProgress: Bool = false) {
         task = Task { [weak self] in
-            do { try await Task.sleep(for: limit) } catch { return }
+            if resetByProgress {
+                let clock = ContinuousClock()
+                let poll = min(.seconds(1), limit / 4)
+                var last = await SocketProgress.of(channel)
+                var lastMove = clock.now
+                while clock.now - lastMove < limit {
+                    do { try await Task.sleep(for: poll) } catch { return }
+                    let now = await SocketProgress.of(channel)
+                    if now != last { last = now; lastMove = clock.now }
+                }
+            } else {
+                do { try await Task.sleep(for: limit) } catch { return }
+            }
             self?.lock.withLock { self?.firedFlag = true }
             channel.close(promise: nil)
         }
