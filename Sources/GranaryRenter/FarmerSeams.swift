@@ -94,6 +94,13 @@ public protocol FarmerLink: Sendable {
     /// request reconnects instead of queueing behind a hung one).
     func reset(farmer: Hash256) async
     func shutdown() async
+    /// Piece bytes received by reads so far, as they arrive: a reader
+    /// waits while this grows. 0 when the link cannot tell.
+    var bytesReceived: UInt64 { get }
+}
+
+public extension FarmerLink {
+    var bytesReceived: UInt64 { 0 }
 }
 
 /// Where new contracts come from: the DHT market (offer → bids → proposal

@@ -51,6 +51,38 @@ public final class NetworkSegmentStore: SegmentStore {
         }
     }
 
+    /// Throughput of recent piece reads of 256 KiB or more, in bytes per
+    /// second (a moving average; smaller reads measure round trips). A read
+    /// widens only after twice the time a read at that rate takes: on a
+    /// slow downlink every read ran past the fixed hedge delay and widened
+    /// to k pieces, k times the bytes over the same slow link (a cold read
+    /// of 32 MB with farmers sending at 1 Mbit/s took 162 s).
+    private let readRate = Mutex<Double?>(nil)
+    /// Piece reads running, across all reads: they share the downlink.
+    private let readsInFlight = Atomic<Int>(0)
+
+    /// A first estimate before any read finished: the bytes the link
+    /// received while a read waited, shared among the reads running.
+    func seedReadRate(received: UInt64, seconds: Double) {
+        guard received > 0, seconds > 0 else { return }
+        let rate = Double(received) / seconds / Double(max(1, readsInFlight.load(ordering: .relaxed)))
+        readRate.withLock { if $0 == nil { $0 = rate } }
+    }
+
+    func noteRead(bytes: Int, seconds: Double) {
+        guard bytes >= 256 << 10, seconds > 0 else { return }
+        let rate = Double(bytes) / seconds
+        readRate.withLock { $0 = $0.map { 0.7 * $0 + 0.3 * rate } ?? rate }
+    }
+
+    /// How long a read of `bytes` waits for the pieces it asked before it
+    /// widens: the configured base and rate, or twice a read at the recent
+    /// rate when that is slower.
+    func readHedgeDelay(bytes: Int) -> Double {
+        let recent = readRate.withLock { $0 } ?? .infinity
+        return config.readHedgeBase + Double(bytes) / min(config.readHedgeRate, recent / 2)
+    }
+
     // MARK: placement
 
     /// A farmer and the contract a piece would be stored under.
@@ -316,8 +348,12 @@ public final class NetworkSegmentStore: SegmentStore {
         guard byIndex.count >= k || needed.allSatisfy({ byIndex[$0] != nil }) else {
             throw SegmentStoreError.unavailable("segment \(seg.id.short) has \(byIndex.count) pieces on usable farmers, \(k) are needed")
         }
+        // Going around a slow data piece pays only when k others are not
+        // slow: when all are (a slow downlink), widening multiplies the
+        // bytes over the same link and every read gets slower.
+        let othersFaster = byIndex.values.filter { !book.isSlow($0.farmer) && !book.isFailing($0.farmer) }.count >= k
         let dataFirst = !needed.isEmpty && needed.allSatisfy {
-            byIndex[$0].map { !book.isFailing($0.farmer) && !book.isSlow($0.farmer) } ?? false
+            byIndex[$0].map { !book.isFailing($0.farmer) && !(othersFaster && book.isSlow($0.farmer)) } ?? false
         }
         var order = byIndex.values.sorted { a, b in
             let ra = book.rank(a.farmer), rb = book.rank(b.farmer)
@@ -327,7 +363,9 @@ public final class NetworkSegmentStore: SegmentStore {
             order = order.filter { needed.contains($0.index) } + order.filter { !needed.contains($0.index) }
         }
         let contracts = Dictionary(try db.contracts(activeOnly: false).map { ($0.record.id, $0.record) }, uniquingKeysWith: { a, _ in a })
-        let hedgeDelay = config.readHedgeBase + Double(range.count) / config.readHedgeRate
+        var hedgeDelay = readHedgeDelay(bytes: range.count)
+        let readStarted = DispatchTime.now().uptimeNanoseconds
+        let receivedBefore = link.bytesReceived
         var results: [Int: [UInt8]] = [:]
         var errors: [String] = []
         var next = 0
@@ -344,6 +382,8 @@ public final class NetworkSegmentStore: SegmentStore {
                     inFlight[p.pieceID] = (p.farmer, DispatchTime.now().uptimeNanoseconds)
                     group.addTask {
                         let started = DispatchTime.now().uptimeNanoseconds
+                        self.readsInFlight.add(1, ordering: .relaxed)
+                        defer { self.readsInFlight.subtract(1, ordering: .relaxed) }
                         do {
                             let bytes = try await withDeadline(self.transferTimeout(bytes: range.count, farmer: p.farmer)) {
                                 try await link.read(pieceID: p.pieceID, root: p.root, pieceSize: pieceSize, range: range, contract: contract)
@@ -352,6 +392,7 @@ public final class NetworkSegmentStore: SegmentStore {
                             let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
                             self.book.recordContact(p.farmer, reached: true, latencyMs: ms)
                             self.noteTransfer(p.farmer, seconds: ms / 1000, bytes: range.count, timedOut: false)
+                            self.noteRead(bytes: range.count, seconds: ms / 1000)
                             return .piece(p, .success(bytes))
                         } catch {
                             return .piece(p, .failure(error))
@@ -369,23 +410,35 @@ public final class NetworkSegmentStore: SegmentStore {
                 let want = needK ? k - results.count + spares : needed.filter { results[$0] == nil }.count
                 while outstanding < want, launch() { outstanding += 1 }
             }
-            func armHedge() {
+            func armHedge(after seconds: Double) {
                 group.addTask {
-                    try? await Task.sleep(nanoseconds: UInt64(hedgeDelay * 1e9))
+                    try? await Task.sleep(nanoseconds: UInt64(max(0, seconds) * 1e9))
                     return .hedge
                 }
             }
             topUp()
-            armHedge()
+            armHedge(after: hedgeDelay)
             while outstanding > 0, let event = await group.next() {
                 switch event {
                 case .hedge:
+                    // Before the first read finished, what arrived meanwhile
+                    // tells the rate; a read still within twice its time at
+                    // that rate is slow like every other, not stuck.
+                    let waited = Double(DispatchTime.now().uptimeNanoseconds - readStarted) / 1e9
+                    if !needK {
+                        seedReadRate(received: link.bytesReceived &- receivedBefore, seconds: waited)
+                        hedgeDelay = readHedgeDelay(bytes: range.count)
+                        if waited < hedgeDelay {
+                            armHedge(after: hedgeDelay - waited)
+                            continue
+                        }
+                    }
                     // First widen to k pieces; then, at every further hedge
                     // delay, one more spare: with three of eight farmers on a
                     // 2 Mbit/s link, k + 1 requests often held two of them, and
                     // a cold read of 32 MB took 17 s waiting on their pieces.
                     if needK { spares += 1 } else { needK = true }
-                    if next < order.count { armHedge() }
+                    if next < order.count { armHedge(after: hedgeDelay) }
                 case let .piece(p, .success(bytes)):
                     outstanding -= 1
                     inFlight[p.pieceID] = nil
@@ -395,6 +448,7 @@ public final class NetworkSegmentStore: SegmentStore {
                     inFlight[p.pieceID] = nil
                     if !(error is CancellationError) {
                         errors.append("piece \(p.index) on \(p.farmer.short): \(error)")
+                        log.info("read of piece \(p.index) of segment \(seg.id.short) failed on \(p.farmer.short): \(error)")
                         book.recordContact(p.farmer, reached: !(error is DeadlineExceeded || error.isUnreachable))
                         if error is DeadlineExceeded {
                             noteTransfer(p.farmer, seconds: 0, bytes: range.count, timedOut: true)
@@ -437,6 +491,8 @@ public final class NetworkSegmentStore: SegmentStore {
     /// The active contracts' allowance, in segment bytes: each segment
     /// costs n/k times its size in pieces. Nil while no contract exists,
     /// so statfs falls back to the cache disk rather than reporting zero.
+    public var bytesReceived: UInt64 { link.bytesReceived }
+
     public func capacity() -> SegmentCapacity? {
         guard let rows = try? db.contracts(), !rows.isEmpty else { return nil }
         let scheme = config.scheme

@@ -43,6 +43,10 @@ public protocol SegmentStore: Sendable {
     /// How much user data the store can hold and holds now, for statfs;
     /// nil when it has no limit of its own (a local folder).
     func capacity() -> SegmentCapacity?
+    /// Bytes received from the network by reads so far, growing as they
+    /// arrive: a reader waits while it grows and gives up once it stops
+    /// for its timeout. 0 for a store that does not fetch over a network.
+    var bytesReceived: UInt64 { get }
 }
 
 /// Capacity in bytes of segment data (before erasure coding expands it).
@@ -56,4 +60,5 @@ public struct SegmentCapacity: Sendable, Equatable {
 public extension SegmentStore {
     static var maxSegmentSize: Int { 64 << 20 }
     func capacity() -> SegmentCapacity? { nil }
+    var bytesReceived: UInt64 { 0 }
 }

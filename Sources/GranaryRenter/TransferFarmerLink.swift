@@ -25,6 +25,9 @@ public actor TransferFarmerLink: FarmerLink {
     /// Room for the pieces of about one segment in flight (4/5/7/8 of 64 MiB: 7 × 16 MiB).
     private nonisolated let sendBuffers = SendBufferPool(maxBytes: 128 << 20)
     private let log = Logger(label: "granary.renter")
+    /// Bytes received on every session so far, counted as they arrive.
+    public nonisolated let received = ByteCounter()
+    public nonisolated var bytesReceived: UInt64 { received.total }
 
     public init(identity: NodeIdentity, difficulty: Int = NodeIdentity.configuredDifficulty, requestTimeout: Duration = .seconds(120),
                 transferStallTimeout: Duration = .seconds(10)) {
@@ -49,7 +52,8 @@ public actor TransferFarmerLink: FarmerLink {
         guard let (host, port) = Self.split(farmer.address) else { throw FarmerLinkError.unreachable("bad address \(farmer.address)") }
         do {
             return try await TransferClient.connect(to: host, port: port, identity: identity, expectedPeer: farmer.id,
-                                                    difficulty: difficulty, connectTimeout: .seconds(5), requestTimeout: requestTimeout)
+                                                    difficulty: difficulty, connectTimeout: .seconds(5), requestTimeout: requestTimeout,
+                                                    received: received)
         } catch {
             throw Self.map(error)
         }

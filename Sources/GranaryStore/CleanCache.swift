@@ -213,20 +213,32 @@ enum Blocking {
         var result: Result<T, Error>?
     }
 
-    static func run<T: Sendable>(timeout: Double? = nil, _ body: @escaping @Sendable () async throws -> T) throws -> T {
+    /// With `progress`, the wait ends only once that counter stood still
+    /// for `timeout` seconds: a fetch over a slow link takes what it takes,
+    /// one from farmers that do not answer still fails in bounded time.
+    static func run<T: Sendable>(timeout: Double? = nil, progress: (@Sendable () -> UInt64)? = nil,
+                                 _ body: @escaping @Sendable () async throws -> T) throws -> T {
         let sem = DispatchSemaphore(value: 0)
         let box = Box<T>()
         let task = Task {
             do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
             sem.signal()
         }
-        if let timeout {
-            if sem.wait(timeout: .now() + timeout) == .timedOut {
+        guard let timeout else {
+            sem.wait()
+            return try box.result!.get()
+        }
+        var mark = progress?()
+        var quietSince = DispatchTime.now()
+        while true {
+            let check = progress == nil ? timeout : min(1, timeout)
+            if sem.wait(timeout: .now() + check) == .success { break }
+            let now = progress?()
+            if now != mark { mark = now; quietSince = .now() }
+            if DispatchTime.now().uptimeNanoseconds - quietSince.uptimeNanoseconds >= UInt64(timeout * 1e9) {
                 task.cancel()
                 throw TimedOut(seconds: timeout)
             }
-        } else {
-            sem.wait()
         }
         return try box.result!.get()
     }
@@ -260,6 +272,6 @@ enum Blocking {
 
     struct TimedOut: Error, CustomStringConvertible {
         let seconds: Double
-        var description: String { "no answer from segment storage within \(Int(seconds)) s" }
+        var description: String { "no byte from segment storage within \(Int(seconds)) s" }
     }
 }

@@ -154,7 +154,7 @@ extension GranaryStore {
         while true {
             let from = loc
             do {
-                sealed = try Blocking.run(timeout: config.readTimeout) {
+                sealed = try Blocking.run(timeout: config.readTimeout, progress: { store.bytesReceived }) {
                     try await store.read(from.segment, offset: from.offset, length: from.sealedLength)
                 }
                 break

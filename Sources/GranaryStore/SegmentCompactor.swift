@@ -332,7 +332,7 @@ final class SegmentCompactor: @unchecked Sendable {
                 guard pause(limiter.take(loc.sealedLength)) else { return }
                 let sealed: [UInt8]
                 do {
-                    sealed = try Blocking.run(timeout: max(60, store.config.readTimeout)) {
+                    sealed = try Blocking.run(timeout: max(60, store.config.readTimeout), progress: { segments.bytesReceived }) {
                         try await segments.read(loc.segment, offset: loc.offset, length: loc.sealedLength)
                     }
                     // Never copy damage: the chunk must open with its key.

@@ -210,6 +210,30 @@ struct EngineTests {
         await e.stop()
     }
 
+    /// Every farmer slow alike (a slow downlink): once a read has shown
+    /// how long reads take, the next ones wait for their one data piece
+    /// instead of widening to k + 1 pieces after the fixed hedge delay.
+    @Test func readsOnAUniformlySlowNetworkDoNotWiden() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let e = try await Self.engine(dir, farmers) {
+            $0.readHedgeBase = 0.05; $0.readHedgeRate = 1e12; $0.transferTimeoutBase = 600
+        }
+        let data = Self.randomBytes(4_000_000, seed: 10)
+        let id = SegmentID.random()
+        try await e.segments.put(id, bytes: data)
+        for c in farmers.contacts { farmers.set(c.id, .slow) }  // 0.3 s a request
+        let range = 10..<300_010
+        #expect(try await e.segments.read(id, offset: range.lowerBound, length: range.count) == Array(data[range]))
+        #expect(farmers.readBytes > 2 * range.count, "the first read, with nothing measured yet, widens after 50 ms")
+        for _ in 1...3 {
+            let before = farmers.readBytes
+            #expect(try await e.segments.read(id, offset: range.lowerBound, length: range.count) == Array(data[range]))
+            #expect(farmers.readBytes - before < 2 * range.count, "a read asks its data piece only")
+        }
+        await e.stop()
+    }
+
     /// Farmers too slow for the transfer deadline, with no others to place
     /// on (8 farmers, 7 pieces needed, 3 slow): the next upload gives them
     /// twice as long, and it goes through instead of failing forever.

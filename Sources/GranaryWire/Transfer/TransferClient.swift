@@ -40,7 +40,7 @@ public actor TransferClient {
     public static func connect(to host: String, port: Int, identity: NodeIdentity, expectedPeer: Hash256?,
                                difficulty: Int = NodeIdentity.configuredDifficulty,
                                connectTimeout: Duration = .seconds(10), requestTimeout: Duration = .seconds(60),
-                               maxFrameLength: Int = FrameLimits.defaultMaxFrameLength,
+                               maxFrameLength: Int = FrameLimits.defaultMaxFrameLength, received: ByteCounter? = nil,
                                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws(TransferError) -> TransferClient {
         let asyncChannel: NIOAsyncChannel<Frame, Frame>
         do {
@@ -48,7 +48,7 @@ public actor TransferClient {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connectTimeout(.nanoseconds(Int64(connectTimeout.components.seconds) * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000))
                 .connect(host: host, port: port) { channel in
-                    channel.eventLoop.makeCompletedFuture { try TransferPipeline.configure(channel, maxFrameLength: maxFrameLength) }
+                    channel.eventLoop.makeCompletedFuture { try TransferPipeline.configure(channel, maxFrameLength: maxFrameLength, received: received) }
                 }
         } catch {
             throw .connect("\(host):\(port): \(error)")

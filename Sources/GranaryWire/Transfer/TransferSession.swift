@@ -108,12 +108,13 @@ extension FrameType: CustomStringConvertible {
 
 /// Pipeline setup shared by client and server.
 enum TransferPipeline {
-    static func configure(_ channel: Channel, maxFrameLength: Int) throws -> NIOAsyncChannel<Frame, Frame> {
+    static func configure(_ channel: Channel, maxFrameLength: Int, received: ByteCounter? = nil) throws -> NIOAsyncChannel<Frame, Frame> {
         let ops = channel.pipeline.syncOperations
         // Reads of up to 256 KiB (NIO's default stops at 64 KiB): a 1 MiB
         // DATA frame takes four read calls, not sixteen. The read buffer
         // is reused, since FrameReader copies out of it.
         try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 16 * 1024, maximum: 256 * 1024))
+        if let received { try ops.addHandler(ReceivedBytesCounter(received)) }
         try ops.addHandler(FrameReader(maxFrameLength: maxFrameLength))
         try ops.addHandler(FrameEncoder())
         return try NIOAsyncChannel<Frame, Frame>(
