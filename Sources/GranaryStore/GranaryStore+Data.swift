@@ -458,12 +458,7 @@ extension GranaryStore {
         var dropped: [(Int, DirtyChunk)] = []  // discarded once their rows are gone
         if newSize < old {
             let keep = Int((newSize + UInt64(chunkSize) - 1) / UInt64(chunkSize))  // chunks [0, keep) stay
-            for idx in Array(f.chunks.keys) where idx >= keep {
-                if case let .dirty(d)? = f.chunks[idx] { dropped.append((idx, d)) }
-                f.closeCleanFD(idx)
-                f.chunks[idx] = nil
-                f.changed.insert(idx)
-            }
+            for idx in Array(f.chunks.keys) where idx >= keep { dropChunk(f, idx, into: &dropped) }
             let within = Int(newSize % UInt64(chunkSize))
             let last = Int(newSize / UInt64(chunkSize))
             if within > 0, let state = f.chunks[last] {
@@ -485,6 +480,15 @@ extension GranaryStore {
         metaLock.unlock()
         persistLocked(f)
         for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
+    }
+
+    /// Forgets chunk `idx` of `f` (truncated away or punched out); a dirty
+    /// one goes into `dropped`, to be discarded once no row names it.
+    private func dropChunk(_ f: FileData, _ idx: Int, into dropped: inout [(Int, DirtyChunk)]) {
+        if case let .dirty(d)? = f.chunks[idx] { dropped.append((idx, d)) }
+        f.closeCleanFD(idx)
+        f.chunks[idx] = nil
+        f.changed.insert(idx)
     }
 
     /// FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE.
@@ -538,10 +542,7 @@ extension GranaryStore {
             if f.chunks[idx] == nil {
                 // A hole already.
             } else if within == 0 && pos + n >= chunkEnd {
-                if case let .dirty(d)? = f.chunks[idx] { dropped.append((idx, d)) }
-                f.closeCleanFD(idx)
-                f.chunks[idx] = nil
-                f.changed.insert(idx)
+                dropChunk(f, idx, into: &dropped)
             } else {
                 if zeros == nil { zeros = calloc(1, chunkSize) }
                 guard let z = zeros else { throw .noSpace }
