@@ -83,6 +83,8 @@ public final class NetworkSegmentStore: SegmentStore {
         return config.readHedgeBase + Double(bytes) / min(config.readHedgeRate, recent / 2)
     }
 
+    public var bytesReceived: UInt64 { link.bytesReceived }
+
     // MARK: placement
 
     /// A farmer and the contract a piece would be stored under.
@@ -491,8 +493,6 @@ public final class NetworkSegmentStore: SegmentStore {
     /// The active contracts' allowance, in segment bytes: each segment
     /// costs n/k times its size in pieces. Nil while no contract exists,
     /// so statfs falls back to the cache disk rather than reporting zero.
-    public var bytesReceived: UInt64 { link.bytesReceived }
-
     public func capacity() -> SegmentCapacity? {
         guard let rows = try? db.contracts(), !rows.isEmpty else { return nil }
         let scheme = config.scheme

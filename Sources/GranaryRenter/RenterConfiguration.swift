@@ -21,7 +21,8 @@ public struct RenterConfiguration: Sendable {
     public var transferTimeoutBase: Double = 10
     public var minimumTransferRate: Double = 16_384
     /// A read served from data pieces widens to k + 1 pieces when they have
-    /// not all arrived after base + bytes / rate seconds (hedged request).
+    /// not all arrived after base + bytes / rate seconds (hedged request),
+    /// or twice a read's time at the recent rate when that is longer.
     /// Widening a one-piece read costs k times its bytes, so the delay is
     /// generous: it is for a stuck farmer, not a busy machine.
     public var readHedgeBase: Double = 2
