@@ -1,4 +1,5 @@
 import Foundation
+import GranaryContracts
 import GranaryCore
 import GranaryTestSupport
 import GranaryWire
@@ -28,15 +29,22 @@ struct StalledTransferTests {
         }
     }
 
+    /// A session to `farmer` with `requestTimeout`, and a contract with room for a piece.
+    static func connect(_ renter: NodeIdentity, to farmer: FarmerProcess,
+                        requestTimeout: Duration) async throws -> (TransferClient, SignedContract) {
+        let client = try await TransferClient.connect(to: "127.0.0.1", port: farmer.port, identity: renter, expectedPeer: farmer.nodeID,
+                                                      difficulty: testDifficulty, requestTimeout: requestTimeout)
+        let signed = try await client.proposeContract(proposal(renter: renter, farmer: farmer.nodeID, allowance: 64 << 20),
+                                                      difficulty: testDifficulty)
+        return (client, signed)
+    }
+
     @Test func transferThatKeepsMovingOutlivesTheRequestTimeout() async throws {
         let dir = TemporaryDirectory()
         let farmer = try FarmerProcess(storage: dir.sub("farm"), capacity: "256M")
         defer { farmer.process.signal(SIGCONT) }
         let renter = newRenter()
-        let client = try await TransferClient.connect(to: "127.0.0.1", port: farmer.port, identity: renter, expectedPeer: farmer.nodeID,
-                                                      difficulty: testDifficulty, requestTimeout: .milliseconds(500))
-        let signed = try await client.proposeContract(proposal(renter: renter, farmer: farmer.nodeID, allowance: 64 << 20),
-                                                      difficulty: testDifficulty)
+        let (client, signed) = try await Self.connect(renter, to: farmer, requestTimeout: .milliseconds(500))
         let bytes = testBytes(Self.pieceSize, seed: 11)
         let root = MerkleTree(data: bytes).root
         let pieceID = Hash256.random()
@@ -63,10 +71,7 @@ struct StalledTransferTests {
         let farmer = try FarmerProcess(storage: dir.sub("farm"), capacity: "256M")
         defer { farmer.process.signal(SIGCONT) }
         let renter = newRenter()
-        let client = try await TransferClient.connect(to: "127.0.0.1", port: farmer.port, identity: renter, expectedPeer: farmer.nodeID,
-                                                      difficulty: testDifficulty, requestTimeout: .seconds(100))
-        let signed = try await client.proposeContract(proposal(renter: renter, farmer: farmer.nodeID, allowance: 64 << 20),
-                                                      difficulty: testDifficulty)
+        let (client, signed) = try await Self.connect(renter, to: farmer, requestTimeout: .seconds(100))
         let bytes = testBytes(Self.pieceSize, seed: 12)
         let root = MerkleTree(data: bytes).root
         let pieceID = Hash256.random()

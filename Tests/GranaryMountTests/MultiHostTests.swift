@@ -169,6 +169,18 @@ final class NetworkTestProcesses: @unchecked Sendable {
         return m
     }
 
+    /// `granary flush`, expected to end with everything durable; `what`
+    /// says what the test expected of it.
+    static func flushUntilDurable(_ bin: String, state: String, _ what: String) {
+        let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 240)
+        #expect(flush.status == 0 && flush.output.contains("durable"), "\(what): \(flush.output.suffix(600))")
+    }
+
+    /// Drops the mount's clean cache (mount stopped), so reads go to farmers.
+    static func wipeCache(_ state: String) {
+        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+    }
+
     @Test(.timeLimit(.minutes(6)))
     func contractsFormAcrossHostsAndReadsSurviveAPartition() throws {
         try FuseEnvironment.require()
@@ -189,8 +201,7 @@ final class NetworkTestProcesses: @unchecked Sendable {
             && mkdir '\(mnt)/d' && echo hello > '\(mnt)/d/h'
             """, timeout: 60)
         #expect(write.status == 0, "write: \(write.output)")
-        let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 240)
-        #expect(flush.status == 0 && flush.output.contains("durable"), "flush completes across hosts: \(flush.output)")
+        Self.flushUntilDurable(bin, state: state, "flush completes across hosts")
         let status = Shell.run("'\(bin)' status --state '\(state)'", timeout: 30).output
         #expect(status.contains("10.213.0."), "farmers are reached at their hosts' addresses: \(status)")
         run.stopMount()
@@ -198,7 +209,7 @@ final class NetworkTestProcesses: @unchecked Sendable {
         // Three farmers' hosts cut off, the clean cache wiped: every read
         // must come from the five farmers still reachable.
         for host in [2, 5, 7] { try hosts.partition(host) }
-        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        Self.wipeCache(state)
         run.mount = try startMount()
         let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a' && grep -q hello '\(mnt)/d/h'", timeout: 180)
         #expect(cold.status == 0, "files read back cold with three farmers cut off: \(cold.output)")
@@ -207,7 +218,7 @@ final class NetworkTestProcesses: @unchecked Sendable {
         // Five cut off, fewer than a segment needs: the read fails with EIO
         // after the read timeout instead of hanging or returning garbage.
         for host in [1, 3] { try hosts.partition(host) }
-        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        Self.wipeCache(state)
         run.mount = try startMount()
         let failed = Shell.run("cat '\(mnt)/a' > /dev/null", timeout: 120)
         #expect(failed.status != 0 && failed.output.contains("Input/output error"), "read with five farmers cut off: \(failed.output)")
@@ -215,7 +226,7 @@ final class NetworkTestProcesses: @unchecked Sendable {
 
         // The partition heals: the same mount state reads everything again.
         for host in [1, 2, 3, 5, 7] { try hosts.heal(host) }
-        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        Self.wipeCache(state)
         run.mount = try startMount()
         let healed = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 180)
         #expect(healed.status == 0, "files read back once the partition healed: \(healed.output)")
@@ -248,10 +259,9 @@ final class NetworkTestProcesses: @unchecked Sendable {
             && for i in $(seq 1 50); do echo "file $i" > '\(mnt)'/d/f$i; done
             """, timeout: 60)
         #expect(write.status == 0, "write: \(write.output)")
-        let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 240)
-        #expect(flush.status == 0 && flush.output.contains("durable"), "flush completes on a lossy network: \(flush.output.suffix(600))")
+        Self.flushUntilDurable(bin, state: state, "flush completes on a lossy network")
         run.stopMount()
-        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        Self.wipeCache(state)
         run.mount = try startMount()
         let cold = Shell.run("""
             cmp '\(dir.path)/a.orig' '\(mnt)/a' && for i in $(seq 1 50); do [ "$(cat '\(mnt)'/d/f$i)" = "file $i" ] || exit 1; done
@@ -283,13 +293,12 @@ final class NetworkTestProcesses: @unchecked Sendable {
         try hosts.limitOwnOutgoing("16mbit")
         let write = Shell.run("head -c 24000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 60)
         #expect(write.status == 0, "write: \(write.output)")
-        let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 240)
-        #expect(flush.status == 0 && flush.output.contains("durable"), "flush: \(flush.output.suffix(600))")
+        Self.flushUntilDurable(bin, state: state, "flush")
         let failed = run.mount?.output.filter { $0.contains("failed on") } ?? []
         #expect(failed.isEmpty, "pieces failed on the slow uplink: \(failed.prefix(3))")
         run.stopMount()
         for host in [1, 2, 3] { try hosts.limitOutgoing("2mbit", on: host) }
-        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        Self.wipeCache(state)
         run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
         let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 180)
         #expect(cold.status == 0, "read back cold around three slow farmers: \(cold.output)")
@@ -317,11 +326,10 @@ final class NetworkTestProcesses: @unchecked Sendable {
         run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 30, on: (hosts, 9))
         let write = Shell.run("head -c 16000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 60)
         #expect(write.status == 0, "write: \(write.output)")
-        let flush = Shell.run("'\(bin)' flush --state '\(state)'", timeout: 240)
-        #expect(flush.status == 0 && flush.output.contains("durable"), "flush: \(flush.output.suffix(600))")
+        Self.flushUntilDurable(bin, state: state, "flush")
         run.stopMount()
         try hosts.limitIncoming("3mbit", on: 9)
-        Shell.run("rm -rf '\(state)/cache/clean'/* '\(state)/cache/slab-clean'")
+        Self.wipeCache(state)
         run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 30, on: (hosts, 9))
         let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 200)
         #expect(cold.status == 0, "read back cold through a 3 Mbit/s downlink: \(cold.output)")
