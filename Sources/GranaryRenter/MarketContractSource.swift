@@ -158,6 +158,14 @@ extension RenterEngine {
             throw error
         }
         bookBox.set(engine.farmers)
+        let resolver = FarmerAddressResolver(node: node)
+        let book = engine.farmers
+        await link.findMovedFarmers(resolve: { await resolver.currentAddress(of: $0) },
+                                    changed: { contact in
+                                        do { try book.add(contact) } catch {
+                                            Logger(label: "granary.renter").warning("cannot record farmer \(contact)'s new address: \(error)")
+                                        }
+                                    })
         do {
             try await engine.start(contractTimeout: contractTimeout, join: join)
         } catch {

@@ -22,6 +22,10 @@ public actor TransferFarmerLink: FarmerLink {
     private var idle: [Hash256: [TransferClient]] = [:]
     private var parsed: [Hash256: SignedContract] = [:]
     private let maxIdlePerFarmer = 8
+    /// Farmers reached at another address than their contracts name.
+    private var movedTo: [Hash256: String] = [:]
+    private var resolve: (@Sendable (Hash256) async -> String?)?
+    private var addressChanged: (@Sendable (FarmerContact) -> Void)?
     /// Room for the pieces of about one segment in flight (4/5/7/8 of 64 MiB: 7 × 16 MiB).
     private nonisolated let sendBuffers = SendBufferPool(maxBytes: 128 << 20)
     private let log = Logger(label: "granary.renter")
@@ -44,19 +48,43 @@ public actor TransferFarmerLink: FarmerLink {
         return (host, port)
     }
 
-    private func checkout(_ farmer: FarmerContact) async throws -> TransferClient {
+    /// An idle session to `farmer` (`reused`), else a new one. A farmer that
+    /// refuses or does not answer at its address is looked up in the DHT
+    /// (`findMovedFarmers`) and, found elsewhere, connected to there.
+    private func checkout(_ farmer: FarmerContact) async throws -> (client: TransferClient, reused: Bool) {
         while var list = idle[farmer.id], let client = list.popLast() {
             idle[farmer.id] = list
-            if await client.isUsable { return client }
+            if await client.isUsable { return (client, true) }
         }
-        guard let (host, port) = Self.split(farmer.address) else { throw FarmerLinkError.unreachable("bad address \(farmer.address)") }
+        let address = movedTo[farmer.id] ?? farmer.address
         do {
-            return try await TransferClient.connect(to: host, port: port, identity: identity, expectedPeer: farmer.id,
-                                                    difficulty: difficulty, connectTimeout: .seconds(5), requestTimeout: requestTimeout,
-                                                    received: received)
-        } catch {
-            throw Self.map(error)
+            return (try await connect(farmer, at: address), false)
+        } catch let error as TransferError {
+            guard case .connect = error, let resolve, let found = await resolve(farmer.id), found != address,
+                  movedTo[farmer.id] ?? farmer.address == address else { throw Self.map(error) }
+            log.notice("farmer \(farmer.id.short) moved from \(address) to \(found) (its address record in the DHT)")
+            movedTo[farmer.id] = found
+            var contact = farmer
+            contact.address = found
+            addressChanged?(contact)
+            do { return (try await connect(farmer, at: found), false) } catch { throw Self.map(error) }
         }
+    }
+
+    private func connect(_ farmer: FarmerContact, at address: String) async throws -> TransferClient {
+        guard let (host, port) = Self.split(address) else { throw FarmerLinkError.unreachable("bad address \(address)") }
+        return try await TransferClient.connect(to: host, port: port, identity: identity, expectedPeer: farmer.id,
+                                                difficulty: difficulty, connectTimeout: .seconds(5), requestTimeout: requestTimeout,
+                                                received: received)
+    }
+
+    /// Lets the link find farmers that moved: `resolve` gives a farmer's
+    /// current address (nil when unknown), `changed` is told each contact
+    /// found at a new address, to record it.
+    public func findMovedFarmers(resolve: @escaping @Sendable (Hash256) async -> String?,
+                                 changed: @escaping @Sendable (FarmerContact) -> Void) {
+        self.resolve = resolve
+        self.addressChanged = changed
     }
 
     private func checkin(_ client: TransferClient, farmer: Hash256) async {
@@ -64,21 +92,38 @@ public actor TransferFarmerLink: FarmerLink {
         idle[farmer, default: []].append(client)
     }
 
-    /// Runs `body` on a pooled session; the session is closed if the caller is cancelled.
+    /// Runs `body` on a pooled session; the session is closed if the caller
+    /// is cancelled. An idle session the farmer closed meanwhile (it
+    /// restarted) fails at once: the request is then sent once more on a
+    /// new one.
     private func withClient<T: Sendable>(_ farmer: FarmerContact, piece: Hash256 = .zero,
                                          _ body: @Sendable (TransferClient) async throws -> T) async throws -> T {
-        let client = try await checkout(farmer)
-        do {
-            let result = try await withTaskCancellationHandler {
-                try await body(client)
-            } onCancel: {
-                Task { await client.close() }
+        var (session, reused) = try await checkout(farmer)
+        while true {
+            let client = session
+            do {
+                let result = try await withTaskCancellationHandler {
+                    try await body(client)
+                } onCancel: {
+                    Task { await client.close() }
+                }
+                await checkin(client, farmer: farmer.id)
+                return result
+            } catch {
+                await client.close()
+                guard reused, Self.closedBeforeAnswer(error), !Task.isCancelled else { throw Self.map(error, piece: piece) }
+                // Its other idle sessions went with it.
+                for stale in idle.removeValue(forKey: farmer.id) ?? [] { await stale.close() }
+                (session, reused) = try await checkout(farmer)
             }
-            await checkin(client, farmer: farmer.id)
-            return result
-        } catch {
-            await client.close()
-            throw Self.map(error, piece: piece)
+        }
+    }
+
+    /// The session was found closed: nothing of the request reached a farmer that answers.
+    static func closedBeforeAnswer(_ error: Error) -> Bool {
+        switch error as? TransferError {
+        case .closed?, .session(.closed)?: return true
+        default: return false
         }
     }
 

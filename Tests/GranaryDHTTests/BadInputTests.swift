@@ -71,6 +71,26 @@ import Testing
         await net.stopAll()
     }
 
+    /// A farmer's restart publishes its new transfer address; a lookup
+    /// anywhere finds the new one, never the old, and nobody else can
+    /// publish an address under the farmer's identity.
+    @Test(.timeLimit(.minutes(1))) func aRestartedFarmersTransferAddressReplacesTheOldOne() async throws {
+        let net = try await LocalDHTNetwork.start(count: 5, configuration: testConfiguration())
+        let farmer = net.nodes[1]
+        #expect(await TransferAddressPublisher(node: farmer, host: "127.0.0.1", port: 4000).publishOnce() > 0)
+        try await Task.sleep(for: .milliseconds(5))  // the sequence is the clock in milliseconds
+        #expect(await TransferAddressPublisher(node: farmer, host: "0.0.0.0", port: 5000).publishOnce() > 0)
+        let found = await net.nodes[3].lookupRecord(owner: farmer.id, key: TransferAddressRecord.key)
+        #expect(found.flatMap { TransferAddressRecord.address(from: $0.value, contactHost: "127.0.0.1") } == "127.0.0.1:5000")
+        // Mallory's record names Mallory as owner: a lookup of the farmer's never sees it.
+        let mallory = net.nodes[2]
+        try await mallory.putRecord(key: TransferAddressRecord.key, value: TransferAddressRecord.value(host: "203.0.113.9", port: 1),
+                                    sequence: UInt64.max - 1, ttl: .seconds(60))
+        let again = await net.nodes[4].lookupRecord(owner: farmer.id, key: TransferAddressRecord.key)
+        #expect(again.map { Array($0.value) } == Array(":5000".utf8))
+        await net.stopAll()
+    }
+
     @Test(.timeLimit(.minutes(1))) func olderSequenceDoesNotReplaceNewer() async throws {
         let net = try await LocalDHTNetwork.start(count: 5, configuration: testConfiguration())
         let owner = net.nodes[1]

@@ -57,6 +57,22 @@ import Testing
         #expect(DHTAddress(":80") == nil)
     }
 
+    @Test func transferAddressRecordsParseOrAreRefused() {
+        let v = TransferAddressRecord.value(host: "10.0.0.7", port: 4711)
+        #expect(TransferAddressRecord.address(from: v, contactHost: nil) == "10.0.0.7:4711")
+        let v6 = TransferAddressRecord.value(host: "fd00::7", port: 9)
+        #expect(TransferAddressRecord.address(from: v6, contactHost: nil) == "[fd00::7]:9")
+        // A farmer on every interface leaves the host to its DHT contact's.
+        let wild = TransferAddressRecord.value(host: "0.0.0.0", port: 4711)
+        #expect(wild == Array(":4711".utf8))
+        #expect(TransferAddressRecord.address(from: wild, contactHost: "192.0.2.1") == "192.0.2.1:4711")
+        #expect(TransferAddressRecord.address(from: wild, contactHost: nil) == nil)
+        for bad in ["", "host", "host:", "host:0", "host:70000", "ho st:80", "a/b:80", String(repeating: "h", count: 400) + ":80"] {
+            #expect(TransferAddressRecord.address(from: Array(bad.utf8), contactHost: "192.0.2.1") == nil, "\(bad)")
+        }
+        #expect(TransferAddressRecord.address(from: [0xff, 0xfe, 0x3a, 0x38, 0x30], contactHost: nil) == nil)
+    }
+
     @Test func attenuatedBloomFilterMatchesTheShallowestLevel() {
         var f = AttenuatedBloomFilter()
         f.levels[1].insert("a")

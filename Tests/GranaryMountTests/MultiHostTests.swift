@@ -149,12 +149,16 @@ final class NetworkTestProcesses: @unchecked Sendable {
                                      environment: environment)
         network.append(seed)
         _ = try seed.waitForLine(timeout: 30) { $0.contains("listening") }
-        for i in 1...8 {
-            network.append(try hosts.granary(on: i, ["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "2G",
-                                                     "--listen", "\(hosts.address(i)):0", "--bootstrap", seedAddress],
-                                             name: "farmer\(i)", environment: environment))
-        }
+        for i in 1...8 { network.append(try startFarmer(i, on: hosts, in: dir, seed: seedAddress)) }
         for f in network.dropFirst() { _ = try f.waitForLine(timeout: 60) { $0.contains("listening") } }
+    }
+
+    /// Farmer `i` on host `i`, on a port of the system's choosing (a new
+    /// one each start), keeping its storage and identity across starts.
+    static func startFarmer(_ i: Int, on hosts: NetworkHosts, in dir: TemporaryDirectory, seed seedAddress: String) throws -> ChildProcess {
+        try hosts.granary(on: i, ["farm", "--storage", dir.sub("farmer\(i)"), "--capacity", "2G",
+                                  "--listen", "\(hosts.address(i)):0", "--bootstrap", seedAddress],
+                          name: "farmer\(i)", environment: environment)
     }
 
     /// The mount, on this host or in `host`'s network, joined through the
@@ -230,6 +234,58 @@ final class NetworkTestProcesses: @unchecked Sendable {
         run.mount = try startMount()
         let healed = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 180)
         #expect(healed.status == 0, "files read back once the partition healed: \(healed.output)")
+        run.stopMount()
+    }
+
+    /// Five of the eight farmers restart on new ports (killed, as a crash
+    /// or a reboot would). The running mount's idle sessions to them are
+    /// dead and their contracts name the old ports: it finds them through
+    /// the address records they publish in the DHT, so new data still
+    /// becomes durable (7 pieces of 8) and, after a restart of the mount
+    /// with its cache wiped, old and new data read back cold. Before, every
+    /// request to a restarted farmer failed ("I/O on closed channel", then
+    /// "connection refused") until repair wrote it off.
+    @Test(.timeLimit(.minutes(6)))
+    func farmersRestartedOnNewPortsAreFoundAgain() throws {
+        try FuseEnvironment.require()
+        let bin = try GranaryBinary.require()
+        let hosts = try NetworkHosts(count: 9)
+        let dir = TemporaryDirectory("granary-hosts")
+        let state = dir.path + "/renter", mnt = dir.sub("mnt")
+        let seedAddress = "\(hosts.address(0)):4700"
+        let run = NetworkTestProcesses(mountpoint: mnt, hosts: hosts)
+        defer { run.cleanUp() }
+        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network)
+        run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 30)
+        let first = Shell.run("head -c 6000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 60)
+        #expect(first.status == 0, "write: \(first.output)")
+        Self.flushUntilDurable(bin, state: state, "flush before the restarts")
+
+        for i in 1...5 {
+            let old = run.network[i]
+            func transferAddress(_ p: ChildProcess) throws -> String {
+                let line = try p.waitForLine(timeout: 60) { $0.contains("listening tcp=") }
+                return line.split(separator: " ").first { $0.hasPrefix("tcp=") }.map(String.init) ?? line
+            }
+            let oldAddress = try transferAddress(old)
+            old.kill()
+            run.network[i] = try Self.startFarmer(i, on: hosts, in: dir, seed: seedAddress)
+            let newAddress = try transferAddress(run.network[i])
+            #expect(oldAddress != newAddress, "farmer \(i) listens on a new port")
+            _ = try run.network[i].waitForLine(timeout: 60) { $0.contains("transfer address") && $0.contains("published") }
+        }
+
+        let second = Shell.run("head -c 6000000 /dev/urandom > '\(dir.path)/b.orig' && cp '\(dir.path)/b.orig' '\(mnt)/b'", timeout: 60)
+        #expect(second.status == 0, "write after the restarts: \(second.output)")
+        Self.flushUntilDurable(bin, state: state, "flush after five farmers moved")
+        let moved = run.mount?.output.filter { $0.contains("moved from") } ?? []
+        #expect(moved.count >= 4, "the mount found the moved farmers: \(moved)")
+        run.stopMount()
+
+        Self.wipeCache(state)
+        run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 30)
+        let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a' && cmp '\(dir.path)/b.orig' '\(mnt)/b'", timeout: 180)
+        #expect(cold.status == 0, "old and new data read back cold: \(cold.output)")
         run.stopMount()
     }
 

@@ -84,6 +84,9 @@ struct FarmCommand: AsyncParsableCommand {
                             transferHost: transfer.0, transferPort: transfer.1,
                             freeBytes: { let s = farmer.status(); return s.capacity > s.bytesUsed ? s.capacity - s.bytesUsed : 0 })
         await bids.start()
+        // Renters find it through this after a restart on another address.
+        let addressRecord = TransferAddressPublisher(node: dht, host: transfer.0, port: transfer.1)
+        await addressRecord.start()
 
         print("granary farmer listening tcp=\(farmer.host):\(farmer.port) udp=\(dht.localAddress) node=\(identity.id.hex)")
         fflush(nil)  // flushes stdout: scripts wait for this line
@@ -109,6 +112,7 @@ struct FarmCommand: AsyncParsableCommand {
         defer { status.cancel(); stopper.cancel(); signals.cancel() }
         try await farmer.run()
         await bids.stop()
+        await addressRecord.stop()
         await dht.stop()
         logger.info("farmer stopped", metadata: ["status": "\(farmer.status())"])
     }

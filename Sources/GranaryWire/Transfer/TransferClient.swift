@@ -25,8 +25,9 @@ public actor TransferClient {
     private var nextRequestID: UInt64 = 1
     private var broken = false
 
-    /// Whether the session can take another request.
-    public var isUsable: Bool { !broken }
+    /// Whether the session can take another request: not failed, and not
+    /// closed by the farmer (a restart) while it sat idle.
+    public var isUsable: Bool { !broken && channel.isActive }
 
     private init(peer: NodePublicKey, session: TransferSession, channel: Channel,
                  closeSignal: AsyncStream<Void>.Continuation, requestTimeout: Duration) {
