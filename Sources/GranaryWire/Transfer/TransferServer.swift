@@ -37,7 +37,9 @@ public final class TransferServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
+                    // Idle means neither side moved a byte: a piece read by a renter on
+                    // a slow link sends for minutes without receiving anything.
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idleTimeout))
                     try channel.pipeline.syncOperations.addHandler(CloseOnIdle())
                     return try TransferPipeline.configure(channel, maxFrameLength: maxFrameLength)
                 }
@@ -116,7 +118,7 @@ public final class TransferServer: Sendable {
     }
 }
 
-/// Closes a connection that has been silent longer than the idle timeout.
+/// Closes a connection that moved nothing either way for the idle timeout.
 final class CloseOnIdle: ChannelInboundHandler, Sendable {
     typealias InboundIn = NIOAny
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
