@@ -75,9 +75,18 @@ extension GranaryStore {
         let path = dirtyPath(f.ino, idx)
         let fd = Glibc.open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            log.error("cannot create cache file \(path): \(String(cString: strerror(errno)))")
-            throw errno == ENOSPC ? .noSpace : .io
+            let err = errno
+            if err == EMFILE || err == ENFILE {
+                // Once per burst: a copy that hits the limit would log every file.
+                if descriptorsRunOut.exchange(true, ordering: .relaxed) == false {
+                    log.error("cannot create cache file \(path): out of open files (\(String(cString: strerror(err)))); each dirty chunk keeps one open until it is uploaded: raise the open-file limit (ulimit -n) or let uploads catch up (granary status)")
+                }
+            } else {
+                log.error("cannot create cache file \(path): \(String(cString: strerror(err)))")
+            }
+            throw err == ENOSPC ? .noSpace : .io
         }
+        descriptorsRunOut.store(false, ordering: .relaxed)
         let d: DirtyChunk
         if case let .clean(id, length)? = f.chunks[idx] {
             f.closeCleanFD(idx)

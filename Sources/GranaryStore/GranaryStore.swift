@@ -3,6 +3,7 @@ import GRDB
 import GranaryCore
 import GranaryRenter
 import Logging
+import Synchronization
 
 /// How a store is set up.
 public struct StoreConfiguration: Sendable {
@@ -71,6 +72,9 @@ public final class GranaryStore: @unchecked Sendable {
     let reaper: CacheFileReaper
     let cacheSpace = FreeSpaceGauge()
     let readActivity = ReadActivity()
+    /// The last cache file could not be created for want of descriptors
+    /// (logged once until one can be again).
+    let descriptorsRunOut = Atomic<Bool>(false)
     let cleanCache: CleanCache
     let maxSegmentSize: Int
 

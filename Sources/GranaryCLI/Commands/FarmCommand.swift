@@ -48,6 +48,7 @@ struct FarmCommand: AsyncParsableCommand {
 
     func run() async throws {
         HeapTuning.keepFreedMemory()
+        OpenFileLimit.raise()  // a descriptor per connection and per piece being written
         var logger = Logger(label: "granary.farmer")
         let (host, port) = try HostPort.parse(listen, option: "--listen")
         let advertised = try advertise.map { try HostPort.parse($0, option: "--advertise") }
