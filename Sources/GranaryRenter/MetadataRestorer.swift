@@ -44,8 +44,11 @@ public final class MetadataRestorer: Sendable {
         let identity = keys.nodeIdentity(difficulty: difficulty, nonceCache: nonceCache)
         let node = try await DHTNode.start(identity: identity, listen: DHTAddress(host: loopback ? "127.0.0.1" : "0.0.0.0", port: 0),
                                            bootstrap: seeds, configuration: dht)
-        return MetadataRestorer(node: node, link: TransferFarmerLink(identity: identity, difficulty: difficulty), keys: keys,
-                                pieceTimeout: pieceTimeout)
+        // The snapshot names farmers where they were when it was taken.
+        let link = TransferFarmerLink(identity: identity, difficulty: difficulty)
+        let resolver = FarmerAddressResolver(node: node)
+        await link.findMovedFarmers(resolve: { await resolver.currentAddress(of: $0) }, changed: { _ in })
+        return MetadataRestorer(node: node, link: link, keys: keys, pieceTimeout: pieceTimeout)
     }
 
     public func close() async {

@@ -242,7 +242,8 @@ final class NetworkTestProcesses: @unchecked Sendable {
     /// dead and their contracts name the old ports: it finds them through
     /// the address records they publish in the DHT, so new data still
     /// becomes durable (7 pieces of 8) and, after a restart of the mount
-    /// with its cache wiped, old and new data read back cold. Before, every
+    /// with its cache wiped, old and new data read back cold; once they
+    /// moved again, so does a restore from the key alone. Before, every
     /// request to a restarted farmer failed ("I/O on closed channel", then
     /// "connection refused") until repair wrote it off.
     @Test(.timeLimit(.minutes(6)))
@@ -261,19 +262,22 @@ final class NetworkTestProcesses: @unchecked Sendable {
         #expect(first.status == 0, "write: \(first.output)")
         Self.flushUntilDurable(bin, state: state, "flush before the restarts")
 
-        for i in 1...5 {
-            let old = run.network[i]
+        func restartFarmersOneToFive() throws {
             func transferAddress(_ p: ChildProcess) throws -> String {
                 let line = try p.waitForLine(timeout: 60) { $0.contains("listening tcp=") }
                 return line.split(separator: " ").first { $0.hasPrefix("tcp=") }.map(String.init) ?? line
             }
-            let oldAddress = try transferAddress(old)
-            old.kill()
-            run.network[i] = try Self.startFarmer(i, on: hosts, in: dir, seed: seedAddress)
-            let newAddress = try transferAddress(run.network[i])
-            #expect(oldAddress != newAddress, "farmer \(i) listens on a new port")
-            _ = try run.network[i].waitForLine(timeout: 60) { $0.contains("transfer address") && $0.contains("published") }
+            for i in 1...5 {
+                let old = run.network[i]
+                let oldAddress = try transferAddress(old)
+                old.kill()
+                run.network[i] = try Self.startFarmer(i, on: hosts, in: dir, seed: seedAddress)
+                let newAddress = try transferAddress(run.network[i])
+                #expect(oldAddress != newAddress, "farmer \(i) listens on a new port")
+                _ = try run.network[i].waitForLine(timeout: 60) { $0.contains("transfer address") && $0.contains("published") }
+            }
         }
+        try restartFarmersOneToFive()
 
         let second = Shell.run("head -c 6000000 /dev/urandom > '\(dir.path)/b.orig' && cp '\(dir.path)/b.orig' '\(mnt)/b'", timeout: 60)
         #expect(second.status == 0, "write after the restarts: \(second.output)")
@@ -286,6 +290,18 @@ final class NetworkTestProcesses: @unchecked Sendable {
         run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 30)
         let cold = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a' && cmp '\(dir.path)/b.orig' '\(mnt)/b'", timeout: 180)
         #expect(cold.status == 0, "old and new data read back cold: \(cold.output)")
+        run.stopMount()
+
+        // They move again: a restore from the key alone finds the metadata
+        // snapshot's pieces, and the restored mount the files' pieces.
+        try restartFarmersOneToFive()
+        let restored = dir.path + "/restored"
+        let restore = Shell.run("GRANARY_POW_BITS=4 '\(bin)' restore --bootstrap \(seedAddress) --key '\(state)/master.key' --state '\(restored)'",
+                                timeout: 180)
+        #expect(restore.status == 0 && restore.output.contains("restored snapshot"), "restore after the farmers moved: \(restore.output.suffix(600))")
+        run.mount = try Self.startMount(mnt, state: restored, seed: seedAddress, readTimeout: 30)
+        let again = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a' && cmp '\(dir.path)/b.orig' '\(mnt)/b'", timeout: 180)
+        #expect(again.status == 0, "the restored mount reads everything: \(again.output)")
         run.stopMount()
     }
 
