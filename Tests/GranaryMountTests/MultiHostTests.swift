@@ -161,6 +161,21 @@ final class NetworkTestProcesses: @unchecked Sendable {
                           name: "farmer\(i)", environment: environment)
     }
 
+    /// One test's network: `hostCount` hosts (`prepare` runs on them before
+    /// anything starts), its folders, and the seed and farmers started. The
+    /// caller defers `run.cleanUp()`; a start that fails cleans up here.
+    static func startNetwork(hosts hostCount: Int = 9, folder: String, prepare: (NetworkHosts) throws -> Void = { _ in }) throws
+        -> (hosts: NetworkHosts, dir: TemporaryDirectory, state: String, mnt: String, seed: String, run: NetworkTestProcesses) {
+        let hosts = try NetworkHosts(count: hostCount)
+        try prepare(hosts)
+        let dir = TemporaryDirectory(folder)
+        let state = dir.path + "/renter", mnt = dir.sub("mnt")
+        let seedAddress = "\(hosts.address(0)):4700"
+        let run = NetworkTestProcesses(mountpoint: mnt, hosts: hosts)
+        do { try startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network) } catch { run.cleanUp(); throw error }
+        return (hosts, dir, state, mnt, seedAddress, run)
+    }
+
     /// The mount, on this host or in `host`'s network, joined through the
     /// seed, once it is ready.
     static func startMount(_ mnt: String, state: String, seed seedAddress: String, readTimeout: Int,
@@ -189,13 +204,8 @@ final class NetworkTestProcesses: @unchecked Sendable {
     func contractsFormAcrossHostsAndReadsSurviveAPartition() throws {
         try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
-        let hosts = try NetworkHosts(count: 9)
-        let dir = TemporaryDirectory("granary-hosts")
-        let state = dir.path + "/renter", mnt = dir.sub("mnt")
-        let seedAddress = "\(hosts.address(0)):4700"
-        let run = NetworkTestProcesses(mountpoint: mnt, hosts: hosts)
+        let (hosts, dir, state, mnt, seedAddress, run) = try Self.startNetwork(folder: "granary-hosts")
         defer { run.cleanUp() }
-        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network)
         func startMount() throws -> ChildProcess {
             try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 20)
         }
@@ -250,13 +260,8 @@ final class NetworkTestProcesses: @unchecked Sendable {
     func farmersRestartedOnNewPortsAreFoundAgain() throws {
         try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
-        let hosts = try NetworkHosts(count: 9)
-        let dir = TemporaryDirectory("granary-hosts")
-        let state = dir.path + "/renter", mnt = dir.sub("mnt")
-        let seedAddress = "\(hosts.address(0)):4700"
-        let run = NetworkTestProcesses(mountpoint: mnt, hosts: hosts)
+        let (hosts, dir, state, mnt, seedAddress, run) = try Self.startNetwork(folder: "granary-hosts")
         defer { run.cleanUp() }
-        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network)
         run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 30)
         let first = Shell.run("head -c 6000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 60)
         #expect(first.status == 0, "write: \(first.output)")
@@ -314,14 +319,10 @@ final class NetworkTestProcesses: @unchecked Sendable {
     func contractsUploadsAndColdReadsWorkOnALossyNetwork() throws {
         try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
-        let hosts = try NetworkHosts(count: 9)
-        for host in 0..<9 { try hosts.loseIncoming(percent: 8, on: host) }
-        let dir = TemporaryDirectory("granary-lossy")
-        let state = dir.path + "/renter", mnt = dir.sub("mnt")
-        let seedAddress = "\(hosts.address(0)):4700"
-        let run = NetworkTestProcesses(mountpoint: mnt, hosts: hosts)
+        let (_, dir, state, mnt, seedAddress, run) = try Self.startNetwork(folder: "granary-lossy") { hosts in
+            for host in 0..<9 { try hosts.loseIncoming(percent: 8, on: host) }
+        }
         defer { run.cleanUp() }
-        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network)
         func startMount() throws -> ChildProcess {
             try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
         }
@@ -354,13 +355,8 @@ final class NetworkTestProcesses: @unchecked Sendable {
     func uploadsAndColdReadsGetThroughSlowUplinks() throws {
         try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
-        let hosts = try NetworkHosts(count: 9)
-        let dir = TemporaryDirectory("granary-slow")
-        let state = dir.path + "/renter", mnt = dir.sub("mnt")
-        let seedAddress = "\(hosts.address(0)):4700"
-        let run = NetworkTestProcesses(mountpoint: mnt, hosts: hosts)
+        let (hosts, dir, state, mnt, seedAddress, run) = try Self.startNetwork(folder: "granary-slow")
         defer { run.cleanUp() }
-        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network)
         run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 60)
         try hosts.limitOwnOutgoing("16mbit")
         let write = Shell.run("head -c 24000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 60)
@@ -388,13 +384,8 @@ final class NetworkTestProcesses: @unchecked Sendable {
     func coldReadsGetThroughASlowDownlink() throws {
         try FuseEnvironment.require()
         let bin = try GranaryBinary.require()
-        let hosts = try NetworkHosts(count: 10)
-        let dir = TemporaryDirectory("granary-downlink")
-        let state = dir.path + "/renter", mnt = dir.sub("mnt")
-        let seedAddress = "\(hosts.address(0)):4700"
-        let run = NetworkTestProcesses(mountpoint: mnt, hosts: hosts)
+        let (hosts, dir, state, mnt, seedAddress, run) = try Self.startNetwork(hosts: 10, folder: "granary-downlink")
         defer { run.cleanUp() }
-        try Self.startSeedAndFarmers(on: hosts, in: dir, seed: seedAddress, into: &run.network)
         run.mount = try Self.startMount(mnt, state: state, seed: seedAddress, readTimeout: 30, on: (hosts, 9))
         let write = Shell.run("head -c 16000000 /dev/urandom > '\(dir.path)/a.orig' && cp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 60)
         #expect(write.status == 0, "write: \(write.output)")
