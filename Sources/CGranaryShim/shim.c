@@ -34,8 +34,7 @@ int granary_nice_this_thread(int nice) {
 
 #include <linux/tcp.h>
 #include <stddef.h>
-void granary_tcp_info_layout(unsigned *size, unsigned *bytes_acked_offset, unsigned *bytes_received_offset) {
-    *size = (unsigned)sizeof(struct tcp_info);
+void granary_tcp_info_layout(unsigned *bytes_acked_offset, unsigned *bytes_received_offset) {
     *bytes_acked_offset = (unsigned)offsetof(struct tcp_info, tcpi_bytes_acked);
     *bytes_received_offset = (unsigned)offsetof(struct tcp_info, tcpi_bytes_received);
 }

@@ -49,8 +49,8 @@ public actor TransferAddressPublisher {
     private let logger = Logger(label: "granary.dht")
     /// Nodes that accepted the last publication.
     public private(set) var holders = 0
-    /// Publications some node accepted.
-    private var published = 0
+    /// Whether some node has accepted a publication yet (the first is logged).
+    private var announced = false
 
     public init(node: DHTNode, host: String, port: Int, refreshInterval: Duration = .seconds(6 * 3600)) {
         self.node = node
@@ -87,12 +87,10 @@ public actor TransferAddressPublisher {
     public func publishOnce() async -> Int {
         let sequence = UInt64(Date().timeIntervalSince1970 * 1000)
         do {
-            let first = published == 0
             holders = try await node.putRecord(key: TransferAddressRecord.key, value: value, sequence: sequence,
                                                ttl: TransferAddressRecord.lifetime)
-            if holders > 0 { published += 1 }
             let line: Logger.Message = "transfer address \(String(decoding: value, as: UTF8.self)) published on \(holders) nodes"
-            if first && holders > 0 { logger.info(line) } else { logger.debug(line) }
+            if !announced && holders > 0 { announced = true; logger.info(line) } else { logger.debug(line) }
         } catch {
             holders = 0
             logger.info("cannot publish the transfer address yet: \(error)")

@@ -28,5 +28,5 @@ int granary_nice_this_thread(int nice);
 /// tcpi_bytes_received, and its size: a transfer's progress is judged by
 /// the bytes the peer acknowledged or sent, not by write calls, which
 /// finish while megabytes still wait in the socket buffer.
-void granary_tcp_info_layout(unsigned *size, unsigned *bytes_acked_offset, unsigned *bytes_received_offset);
+void granary_tcp_info_layout(unsigned *bytes_acked_offset, unsigned *bytes_received_offset);
 #endif

@@ -17,10 +17,10 @@ struct SocketProgress: Equatable, Sendable {
         var words: InlineArray<64, UInt64> = .init(repeating: 0)
     }
 
-    private static let layout: (size: Int, acknowledged: Int, received: Int) = {
-        var size: UInt32 = 0, acked: UInt32 = 0, received: UInt32 = 0
-        granary_tcp_info_layout(&size, &acked, &received)
-        return (Int(size), Int(acked), Int(received))
+    private static let layout: (acknowledged: Int, received: Int) = {
+        var acked: UInt32 = 0, received: UInt32 = 0
+        granary_tcp_info_layout(&acked, &received)
+        return (Int(acked), Int(received))
     }()
 
     /// The counters of `channel`'s socket; nil when it has none (an
