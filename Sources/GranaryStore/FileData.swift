@@ -4,14 +4,22 @@ import GranaryCore
 /// The fixed chunk size: a file's content is cut at 4 MiB offsets.
 public let chunkSize = 4 << 20
 
-/// A chunk being written: its bytes live in a cache file that stays open,
-/// its own or a slot of the shared `ChunkSlab` (small chunks), from
-/// `origin` on. When it was written over older content that is not cached
-/// (`base`), only the written `ranges` are valid in the file until the base
-/// is fetched and merged, which the uploader does before sealing (writes
-/// never wait).
+/// A chunk being written: its bytes live in a cache file, its own or a
+/// slot of the shared `ChunkSlab` (small chunks), from `origin` on. When it
+/// was written over older content that is not cached (`base`), only the
+/// written `ranges` are valid in the file until the base is fetched and
+/// merged, which the uploader does before sealing (writes never wait).
+///
+/// A file of its own is opened when first used and may be closed again
+/// (`DirtyDescriptors`): dirty chunks wait for the network, and one
+/// descriptor each would run the process out of them during an outage.
+/// Everything here is used under the owning file's lock.
 final class DirtyChunk {
-    let fd: Int32
+    /// The cache file of its own, reopened by this path; nil for a slot.
+    let path: String?
+    /// Open descriptor, or -1 while closed (never closed for a slot).
+    private var descriptor: Int32
+    private weak var descriptors: DirtyDescriptors?
     /// The slab slot holding the bytes, or nil for a file of its own.
     let slot: Int?
     /// Where the chunk's byte 0 is in `fd`.
@@ -27,20 +35,66 @@ final class DirtyChunk {
     /// Written since the cache file was last fsynced.
     var unsynced = true
 
-    init(fd: Int32, base: Hash256?, baseLimit: Int) {
-        self.fd = fd
+    /// A cache file of its own at `path`, open as `fd` (or -1: opened when used).
+    init(path: String, fd: Int32, base: Hash256?, baseLimit: Int, descriptors: DirtyDescriptors) {
+        self.path = path
+        descriptor = fd
+        self.descriptors = descriptors
         self.base = base
         self.baseLimit = baseLimit
         slot = nil
         origin = 0
+        if fd >= 0 { descriptors.opened(self) }
     }
 
     init(slab: ChunkSlab, slot: Int) {
-        fd = slab.fd
+        path = nil
+        descriptor = slab.fd
         self.slot = slot
         origin = slab.offset(of: slot)
         base = nil
         baseLimit = 0
+    }
+
+    /// The cache file's descriptor, reopened if it was closed; -1 (errno
+    /// set) when it cannot be, which the I/O then fails on.
+    var fd: Int32 {
+        if descriptor < 0, let path {
+            descriptor = open(path, O_RDWR | O_CLOEXEC)
+            if descriptor >= 0 { descriptors?.opened(self) }
+        }
+        return descriptor
+    }
+
+    var isOpen: Bool { descriptor >= 0 }
+
+    /// Closes a file of its own; the next use reopens it.
+    func closeDescriptor() {
+        if let fd = detachDescriptor() { close(fd) }
+    }
+
+    /// Hands over an open descriptor of a file of its own (to be closed
+    /// by whoever deletes the file), leaving the chunk closed.
+    func detachDescriptor() -> Int32? {
+        guard let fd = takeDescriptor() else { return nil }
+        descriptors?.forget(self)
+        return fd
+    }
+
+    /// `detachDescriptor` for `DirtyDescriptors`, which has dropped it already.
+    fileprivate func takeDescriptor() -> Int32? {
+        guard path != nil, descriptor >= 0 else { return nil }
+        defer { descriptor = -1 }
+        return descriptor
+    }
+
+    /// Runs `body` with the descriptor and closes it again afterwards if it
+    /// was closed before: for the uploader, fsync and shutdown, which touch
+    /// every dirty chunk and must not leave them all open.
+    func withDescriptor<T>(_ body: (Int32) -> T) -> T {
+        let wasOpen = isOpen
+        defer { if !wasOpen { closeDescriptor() } }
+        return body(fd)
     }
 
     /// The chunk's stored length: what lies beyond reads as zeros. A
@@ -48,7 +102,8 @@ final class DirtyChunk {
     func storedLength() -> Int? {
         if slot != nil { return ChunkSlab.slotSize }
         var st = stat()
-        return fstat(fd, &st) == 0 ? Int(st.st_size) : nil
+        if isOpen { return fstat(descriptor, &st) == 0 ? Int(st.st_size) : nil }
+        return path.flatMap { stat($0, &st) == 0 ? Int(st.st_size) : nil }
     }
 
     func touch() {
@@ -88,6 +143,8 @@ final class FileData {
     var openedAhead = -1
     /// Removed from the namespace and freed: late operations do nothing.
     var freed = false
+    /// Its dirty chunks' open cache files.
+    let dirtyDescriptors = DirtyDescriptors()
 
     init(ino: UInt64) { self.ino = ino }
 
@@ -95,5 +152,60 @@ final class FileData {
 
     func closeCleanFD(_ idx: Int) { cleanFDs[idx] = nil }
 
+    /// Between operations: the dirty descriptors beyond their budget, and
+    /// the clean ones beyond it farthest from the last read. A reader keeps
+    /// its file open throughout, and `cat` of a 100 GiB file otherwise held
+    /// a descriptor per chunk read (25,600) until its close.
+    func trimDescriptors() {
+        dirtyDescriptors.trim()
+        guard cleanFDs.count > DirtyDescriptors.budget else { return }
+        let here = Int(lastReadEnd / UInt64(chunkSize))
+        let far = cleanFDs.keys.sorted { abs($0 - here) > abs($1 - here) }
+        for idx in far.prefix(cleanFDs.count - DirtyDescriptors.budget) { cleanFDs[idx] = nil }
+    }
+
     func closeAllCleanFDs() { cleanFDs.removeAll() }
+
+    /// At a file's last close: all its cache files, clean and dirty.
+    func closeAllDescriptors() {
+        cleanFDs.removeAll()
+        dirtyDescriptors.closeAll()
+    }
+}
+
+/// The dirty chunks of one file whose cache files are open, oldest opened
+/// first (under the file's lock). A file keeps at most `budget` open past
+/// an operation, and none after its last close, so the process holds
+/// about `budget` per open file however much waits for upload. Before
+/// this, each dirty chunk kept its file open until uploaded, and a long
+/// copy during an outage reached the hard limit (20,000 here) and failed
+/// with EIO.
+final class DirtyDescriptors {
+    /// A 128 MiB window of 4 MiB chunks: a writer moving through a larger
+    /// file reopens what it comes back to.
+    static let budget = 32
+    private var open: [DirtyChunk] = []
+
+    var count: Int { open.count }
+
+    func opened(_ d: DirtyChunk) { open.append(d) }
+
+    func forget(_ d: DirtyChunk) {
+        if let i = open.lastIndex(where: { $0 === d }) { open.remove(at: i) }
+    }
+
+    /// Closes the oldest opened beyond the budget. Only between operations:
+    /// an operation may hold several of their descriptors at once.
+    func trim() {
+        guard open.count > Self.budget else { return }
+        let excess = open.prefix(open.count - Self.budget)
+        open.removeFirst(excess.count)
+        for d in excess { if let fd = d.takeDescriptor() { close(fd) } }
+    }
+
+    func closeAll() {
+        let all = open
+        open.removeAll()
+        for d in all { if let fd = d.takeDescriptor() { close(fd) } }
+    }
 }

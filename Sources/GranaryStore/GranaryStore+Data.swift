@@ -97,9 +97,9 @@ extension GranaryStore {
                 let copied = n >= 0 && pwriteFull(fd, buf, n, 0)
                 buf.deallocate()
                 if !copied { close(fd); Glibc.unlink(path); throw .io }
-                d = DirtyChunk(fd: fd, base: nil, baseLimit: 0)
+                d = DirtyChunk(path: path, fd: fd, base: nil, baseLimit: 0, descriptors: f.dirtyDescriptors)
             } else {
-                d = DirtyChunk(fd: fd, base: id, baseLimit: length)
+                d = DirtyChunk(path: path, fd: fd, base: id, baseLimit: length, descriptors: f.dirtyDescriptors)
             }
         } else if case let .dirty(old)? = f.chunks[idx], old.slot != nil {
             // Out of its slot: the slot's bytes first.
@@ -108,10 +108,10 @@ extension GranaryStore {
             let copied = n >= 0 && pwriteFull(fd, buf, n, 0)
             buf.deallocate()
             if !copied { close(fd); Glibc.unlink(path); throw .io }
-            d = DirtyChunk(fd: fd, base: nil, baseLimit: 0)
+            d = DirtyChunk(path: path, fd: fd, base: nil, baseLimit: 0, descriptors: f.dirtyDescriptors)
             d.version = old.version &+ 1
         } else {
-            d = DirtyChunk(fd: fd, base: nil, baseLimit: 0)
+            d = DirtyChunk(path: path, fd: fd, base: nil, baseLimit: 0, descriptors: f.dirtyDescriptors)
         }
         f.chunks[idx] = .dirty(d)
         f.changed.insert(idx)
@@ -227,10 +227,14 @@ extension GranaryStore {
         }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buf.deallocate() }
-        for (s, e) in d.ranges.gaps(below: d.baseLimit) {
-            let n = src.read(into: buf, count: e - s, at: s)
-            if n > 0 && !pwriteFull(d.fd, buf, n, d.origin + s) { throw .io }
+        // Borrowed: the uploader merges chunks of files nobody has open.
+        let merged = d.withDescriptor { fd in
+            d.ranges.gaps(below: d.baseLimit).allSatisfy { s, e in
+                let n = src.read(into: buf, count: e - s, at: s)
+                return n <= 0 || pwriteFull(fd, buf, n, d.origin + s)
+            }
         }
+        if !merged { throw .io }
         d.base = nil
         d.ranges = RangeSet()
         d.unsynced = true
@@ -271,7 +275,7 @@ extension GranaryStore {
         guard let f = fileData(ino) else { throw .isDirectory }
         readActivity.noteRead()
         f.lock.lock()
-        defer { f.lock.unlock() }
+        defer { f.trimDescriptors(); f.lock.unlock() }
         let sequential = offset == f.lastReadEnd
         var pieces: [ReadPiece] = []
         pieces.reserveCapacity(4)
@@ -408,7 +412,7 @@ extension GranaryStore {
                       dropPrivileges: Bool = false) throws(FSError) -> (count: Int, modeChanged: Bool) {
         guard let f = fileData(ino) else { throw .isDirectory }
         f.lock.lock()
-        defer { f.lock.unlock() }
+        defer { f.dirtyDescriptors.trim(); f.lock.unlock() }
         if f.freed { throw .notFound }
         var start = offset
         if append { metaLock.lock(); start = inodes[ino]?.attr.size ?? offset; metaLock.unlock() }
@@ -460,7 +464,7 @@ extension GranaryStore {
     /// Sets a file's size: chunks beyond go, the boundary chunk is cut.
     func truncate(_ f: FileData, to newSize: UInt64) throws(FSError) {
         f.lock.lock()
-        defer { f.lock.unlock() }
+        defer { f.dirtyDescriptors.trim(); f.lock.unlock() }
         metaLock.lock()
         let old = inodes[f.ino]?.attr.size ?? 0
         metaLock.unlock()
@@ -534,7 +538,7 @@ extension GranaryStore {
     /// written. Without `keepSize` the file grows to the range's end.
     private func zero(_ f: FileData, offset: UInt64, length: UInt64, keepSize: Bool) throws(FSError) {
         f.lock.lock()
-        defer { f.lock.unlock() }
+        defer { f.dirtyDescriptors.trim(); f.lock.unlock() }
         if f.freed { throw .notFound }
         metaLock.lock()
         let size = inodes[f.ino]?.attr.size ?? 0
@@ -585,10 +589,10 @@ extension GranaryStore {
             // Every chunk's writeback is started before the first wait, so
             // the disk gets them all at once instead of one file per fsync.
             if unsynced.count > 1 {
-                for d in unsynced { FileSync.startWriteback(d.fd, offset: d.origin, length: d.slot == nil ? 0 : ChunkSlab.slotSize) }
+                for d in unsynced where d.isOpen { FileSync.startWriteback(d.fd, offset: d.origin, length: d.slot == nil ? 0 : ChunkSlab.slotSize) }
             }
             for d in unsynced {
-                if Glibc.fsync(d.fd) != 0 { failed = true } else { d.unsynced = false }
+                if d.withDescriptor({ Glibc.fsync($0) }) != 0 { failed = true } else { d.unsynced = false }
             }
             if !persistLocked(f) { failed = true }
             f.lock.unlock()

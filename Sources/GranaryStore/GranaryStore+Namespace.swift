@@ -129,6 +129,7 @@ extension GranaryStore {
                 throw .invalid
             }
             try truncate(f, to: size)
+            closeDescriptorsIfUnused(f)
         }
         metaLock.lock(); defer { metaLock.unlock() }
         guard let rec = inodes[ino] else { throw .notFound }
@@ -334,19 +335,20 @@ extension GranaryStore {
         f.lock.lock()
         f.freed = true
         f.closeAllCleanFDs()
+        f.dirtyDescriptors.closeAll()
         // The chunk map is whole in memory: an empty one with nothing
         // changed means meta.db has no rows either (an empty file: lock
         // files, `touch`), and the delete costs no statement.
         let hasRows = !(f.chunks.isEmpty && f.changed.isEmpty)
-        let dirty: [(idx: Int, slot: Int?, fd: Int32)] = f.chunks.compactMap { idx, state in
-            if case let .dirty(d) = state { return (idx, d.slot, d.fd) }
+        let dirty: [(idx: Int, slot: Int?)] = f.chunks.compactMap { idx, state in
+            if case let .dirty(d) = state { return (idx, d.slot) }
             return nil
         }
         f.chunks.removeAll()
         f.lock.unlock()
         guard hasRows else { return }
         queueChunkRowDeletion([ino]) { [self] in
-            for d in dirty { discardDirty(ino, d.idx, slot: d.slot, fd: d.fd) }
+            for d in dirty { discardDirty(ino, d.idx, slot: d.slot, fd: nil) }
         }
     }
 
@@ -542,11 +544,22 @@ extension GranaryStore {
         rec.opens += 1
     }
 
+    /// A truncate by path (no handle) leaves nothing open: there may be
+    /// no last close to close it.
+    private func closeDescriptorsIfUnused(_ f: FileData) {
+        f.lock.lock()
+        metaLock.lock()
+        let unused = (inodes[f.ino]?.opens ?? 0) == 0
+        metaLock.unlock()
+        if unused { f.dirtyDescriptors.closeAll() }
+        f.lock.unlock()
+    }
+
     /// Last close of a handle: persists the file and frees it if unlinked.
     public func release(_ ino: UInt64) {
         if let f = fileData(ino) {
             f.lock.lock()
-            f.closeAllCleanFDs()
+            f.closeAllDescriptors()
             f.lock.unlock()
         }
         metaLock.lock()

@@ -222,14 +222,16 @@ public final class GranaryStore: @unchecked Sendable {
                     filesWithDirtyChunks.insert(ino)
                     usedSlots.insert(slot)
                 } else if (row["dirty"] as Int64) != 0 {
+                    // Opened when used: a restart after a long outage may
+                    // find more dirty chunks than the process may open.
                     let path = dirtyPath(ino, idx)
-                    var fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
-                    if fd < 0 {
+                    if access(path, F_OK) != 0 {
                         log.error("dirty chunk \(idx) of inode \(ino) lost its cache file \(path); it reads as zeros")
-                        fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+                        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+                        if fd >= 0 { close(fd) }
                     }
                     let base = (row["base_id"] as Data?).flatMap { Hash256(bytes: $0) }
-                    let d = DirtyChunk(fd: fd, base: base, baseLimit: row["base_limit"])
+                    let d = DirtyChunk(path: path, fd: -1, base: base, baseLimit: row["base_limit"], descriptors: f.dirtyDescriptors)
                     if let r: Data = row["ranges"] { d.ranges = RangeSet(encoded: [UInt8](r)) }
                     d.unsynced = false
                     d.lastWrite = 0  // upload soon
@@ -289,10 +291,10 @@ public final class GranaryStore: @unchecked Sendable {
     /// slot is let go only once meta.db no longer names it (the caller has
     /// committed the chunk's new row).
     func discardDirty(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk) {
-        discardDirty(ino, idx, slot: d.slot, fd: d.fd)
+        discardDirty(ino, idx, slot: d.slot, fd: d.detachDescriptor())
     }
 
-    func discardDirty(_ ino: UInt64, _ idx: Int, slot: Int?, fd: Int32) {
+    func discardDirty(_ ino: UInt64, _ idx: Int, slot: Int?, fd: Int32?) {
         if let slot { slab.retire(slot) } else { reaper.delete(dirtyPath(ino, idx), closing: fd) }
     }
 

@@ -244,7 +244,7 @@ extension GranaryStore {
                     continue
                 }
                 // A slot holds less than a chunk; beyond it the chunk reads as zeros.
-                let r = preadFull(d.fd, buffer.baseAddress!, d.slot == nil ? length : min(length, ChunkSlab.slotSize), d.origin)
+                let r = d.withDescriptor { preadFull($0, buffer.baseAddress!, d.slot == nil ? length : min(length, ChunkSlab.slotSize), d.origin) }
                 if r < 0 { f.lock.unlock(); ok = false; continue }
                 if r < length { memset(buffer.baseAddress! + r, 0, length - r) }
                 let version = d.version
@@ -458,8 +458,9 @@ extension GranaryStore {
         // file: it must hold `length` bytes, since a read spliced from it
         // would otherwise come back short, and the kernel takes a short
         // read for the end of the file.
+        let fd = d.fd
         var st = stat()
-        if fstat(d.fd, &st) == 0 && Int(st.st_size) < length { _ = ftruncate(d.fd, off_t(length)) }
+        if fstat(fd, &st) == 0 && Int(st.st_size) < length { _ = ftruncate(fd, off_t(length)) }
         // Its pages leave the page cache (as borg does with what it has
         // made durable): a read through the mount caches what it reads in
         // the mount's own page cache, so these would be a second copy. On
@@ -467,8 +468,8 @@ extension GranaryStore {
         // one costs the host a fault: a 1 GiB write beside the upload of
         // the previous gigabyte ran at 410-590 MB/s keeping them and at
         // 660-1,170 MB/s dropping them.
-        _ = posix_fadvise(d.fd, 0, 0, POSIX_FADV_DONTNEED)
-        close(d.fd)
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+        d.closeDescriptor()
         let from = dirtyPath(ino, idx)
         let to = cleanCache.path(id)
         if Glibc.rename(from, to) == 0 {
@@ -598,7 +599,7 @@ extension GranaryStore {
             f.lock.lock()
             for (_, s) in f.chunks {
                 guard case let .dirty(d) = s, d.unsynced else { continue }
-                if d.slot == nil { Glibc.fsync(d.fd) }
+                if d.slot == nil { _ = d.withDescriptor { Glibc.fsync($0) } }
                 d.unsynced = false
             }
             f.lock.unlock()

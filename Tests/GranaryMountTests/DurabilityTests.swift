@@ -13,7 +13,7 @@ extension MountTests {
         defer { m.stop() }
         guard let pid = m.child?.pid else { Issue.record("no mount process"); return }
         let trace = m.dir.path + "/strace.out"
-        let strace = try ChildProcess("/usr/bin/strace", ["-f", "-p", "\(pid)", "-e", "trace=fsync,fdatasync", "-o", trace], name: "strace")
+        let strace = try ChildProcess("/usr/bin/strace", ["-f", "-y", "-p", "\(pid)", "-e", "trace=fsync,fdatasync", "-o", trace], name: "strace")
         Thread.sleep(forTimeInterval: 1.0)
         expectOK(Shell.run("dd if=/dev/urandom of='\(m.path("x"))' bs=64k count=4 conv=fsync status=none"), "dd conv=fsync")
         Thread.sleep(forTimeInterval: 0.5)
@@ -21,10 +21,12 @@ extension MountTests {
         _ = try? strace.waitForExit(timeout: 10)
         let text = (try? String(contentsOfFile: trace, encoding: .utf8)) ?? ""
         var targets = Set<String>()
+        // `-y` names each descriptor's file (`fsync(12</path>)`): the cache
+        // file is closed once the file is, before /proc could be asked.
         for line in text.split(separator: "\n") {
-            guard let open = line.range(of: "fsync("), let close = line[open.upperBound...].firstIndex(of: ")") else { continue }
-            let fd = line[open.upperBound..<close]
-            if let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)") { targets.insert(dest) }
+            guard let open = line.range(of: "fsync("), let from = line[open.upperBound...].firstIndex(of: "<"),
+                  let to = line[from...].firstIndex(of: ">") else { continue }
+            targets.insert(String(line[line.index(after: from)..<to]))
         }
         #expect(targets.contains { $0.hasPrefix(m.state + "/cache/dirty/") && $0 != m.state + "/cache/dirty" }, "no fsync of a cache file: \(targets) \(text)")
         #expect(targets.contains(m.state + "/meta.db-wal"), "no fsync of meta.db-wal: \(targets)")
