@@ -111,6 +111,33 @@ public final class NetworkSegmentStore: SegmentStore {
         return best.values.sorted { $0.1 > $1.1 }.map(\.0)
     }
 
+    /// Why farmers under contract cannot take a piece, counted per farmer,
+    /// for the error an upload waits on: a person needs to know whether
+    /// the pool is still forming, farmers are down, or they are full.
+    func shortfall(pieceSize: Int) throws -> String {
+        let soon = Date().addingTimeInterval(60)
+        var farmers: [Hash256: String] = [:]  // the best reason each cannot take it
+        let order = ["usable", "full", "ending", "unreachable", "disqualified"]
+        for c in try db.contracts() {
+            let f = c.record.farmer.id
+            let reason = book.isDisqualified(f) ? "disqualified"
+                : book.isRecentlyFailed(f) ? "unreachable"
+                : c.record.end <= soon ? "ending"
+                : c.free < Int64(pieceSize) ? "full" : "usable"
+            if let seen = farmers[f], order.firstIndex(of: seen)! <= order.firstIndex(of: reason)! { continue }
+            farmers[f] = reason
+        }
+        if farmers.isEmpty { return "no contracts yet: the pool is still forming (farmers answer offers published in the DHT)" }
+        let counts = Dictionary(grouping: farmers.values, by: { $0 }).mapValues(\.count)
+        let parts: [String] = [
+            counts["unreachable"].map { "\($0) recently failed to answer" },
+            counts["full"].map { "\($0) have no allowance left" },
+            counts["ending"].map { "\($0) have contracts ending" },
+            counts["disqualified"].map { "\($0) are disqualified by audits" },
+        ].compactMap { $0 }
+        return "of \(farmers.count) farmers under contract, " + (parts.isEmpty ? "all are usable" : parts.joined(separator: ", "))
+    }
+
     // MARK: put
 
     public func put(_ id: SegmentID, bytes: [UInt8]) async throws {
@@ -131,7 +158,7 @@ public final class NetworkSegmentStore: SegmentStore {
             // Before coding: while the pool is still forming, fail cheaply (the uploader retries).
             let candidates = try placements(pieceSize: pieceSize, excluding: [])
             guard candidates.count >= scheme.s else {
-                throw SegmentStoreError.unavailable("\(candidates.count) farmers can take a piece of \(pieceSize) bytes, \(scheme.s) are needed (scheme \(scheme)); the contract pool is still forming or farmers are full")
+                throw SegmentStoreError.unavailable("\(candidates.count) farmers can take a piece of \(pieceSize) bytes, \(scheme.s) are needed (scheme \(scheme)); \(try shortfall(pieceSize: pieceSize)); uploads wait and retry")
             }
             // Pieces are made by the tasks that upload them (slice or parity,
             // then Merkle root), so coding and hashing overlap the transfers.

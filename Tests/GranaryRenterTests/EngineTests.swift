@@ -174,6 +174,27 @@ struct EngineTests {
         await e.stop()
     }
 
+    /// With too few farmers answering, an upload fails before coding and
+    /// its error says why, so `granary status` can tell a person whether to
+    /// wait for the pool, bring farmers back or buy more space.
+    @Test func tooFewReachableFarmersSayWhyUploadsWait() async throws {
+        let dir = TemporaryDirectory()
+        let farmers = InProcessFarmers(count: 10)
+        let e = try await Self.engine(dir, farmers)
+        for c in farmers.contacts.prefix(4) { farmers.set(c.id, .offline) }
+        // The first upload finds out who is down; the next one knows.
+        await #expect(throws: SegmentStoreError.self) { try await e.segments.put(.random(), bytes: Self.randomBytes(100_000, seed: 9)) }
+        do {
+            try await e.segments.put(.random(), bytes: Self.randomBytes(100_000, seed: 10))
+            Issue.record("an upload to 6 of 10 farmers with 7 needed succeeded")
+        } catch {
+            let text = "\(error)"
+            #expect(text.contains("6 farmers can take a piece") && text.contains("7 are needed"), "\(text)")
+            #expect(text.contains("of 10 farmers under contract, 4 recently failed to answer"), "\(text)")
+        }
+        await e.stop()
+    }
+
     @Test func interruptedUploadIsRolledBackOnRestart() async throws {
         let dir = TemporaryDirectory()
         let farmers = InProcessFarmers(count: 10)
