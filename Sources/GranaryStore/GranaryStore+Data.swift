@@ -79,7 +79,7 @@ extension GranaryStore {
             if err == EMFILE || err == ENFILE {
                 // Once per burst: a copy that hits the limit would log every file.
                 if descriptorsRunOut.exchange(true, ordering: .relaxed) == false {
-                    log.error("cannot create cache file \(path): out of open files (\(String(cString: strerror(err)))); each dirty chunk keeps one open until it is uploaded: raise the open-file limit (ulimit -n) or let uploads catch up (granary status)")
+                    log.error("cannot create cache file \(path): out of open files (\(String(cString: strerror(err)))); raise the open-file limit (ulimit -n) or close files the mount holds open")
                 }
             } else {
                 log.error("cannot create cache file \(path): \(String(cString: strerror(err)))")

@@ -138,8 +138,8 @@ enum MountSession {
     static func run(_ o: Options, backend makeBackend: (RenterKeys) async throws -> MountBackend) async throws {
         let log = Logger(label: "granary.mount")
         let openFiles = OpenFileLimit.raise()
-        if openFiles < 65_536 {
-            log.warning("the open-file limit is \(openFiles): the mount keeps a descriptor per dirty chunk until it is uploaded; raise it (ulimit -n) for large copies over a slow network")
+        if openFiles < 4_096 {
+            log.warning("the open-file limit is \(openFiles): the mount keeps up to 64 cache files open per open file and one per farmer session; raise it (ulimit -n) if many files are open at once")
         }
         let fm = FileManager.default
         let mountpoint = URL(fileURLWithPath: o.mountpoint).standardizedFileURL.path

@@ -2,14 +2,14 @@ import Foundation
 import Glibc
 
 /// The process's open-file limit (RLIMIT_NOFILE), raised as far as allowed.
-/// A mount keeps a descriptor open for every dirty chunk that has a cache
-/// file of its own until it is uploaded, and one per cached chunk and per
-/// farmer session; a farmer one per connection. Under the usual soft limit
-/// of 1,024, copying a thousand large files while uploads lag behind (a
-/// slow or unreachable network) ran the mount out of descriptors, and every
-/// later write, connection and database open failed with EMFILE.
+/// A mount keeps up to 64 chunk cache files open per open file (32 dirty,
+/// 32 clean) and one descriptor per farmer session and FUSE worker; a
+/// farmer one per connection. Before dirty chunks' files were closed
+/// between uses, copying a thousand large files under the usual soft limit
+/// of 1,024 while uploads lagged ran the mount out of descriptors; the
+/// raise stays for many open files and many farmers.
 enum OpenFileLimit {
-    /// The most a process asks for: enough for a million dirty chunks.
+    /// The most a process asks for.
     static let wanted: rlim_t = 1 << 20
 
     /// Raises the soft limit to the hard one and, as root, the hard one too
