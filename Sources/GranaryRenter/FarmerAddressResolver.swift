@@ -13,7 +13,10 @@ public actor FarmerAddressResolver {
     let minimumInterval: Duration
     private var asked: [Hash256: ContinuousClock.Instant] = [:]
 
-    public init(node: DHTNode, minimumInterval: Duration = .seconds(30)) {
+    /// Five seconds: a farmer killed and restarted comes back within
+    /// seconds on a new port, and reads retry within their timeout; a
+    /// lookup is a few datagrams.
+    public init(node: DHTNode, minimumInterval: Duration = .seconds(5)) {
         self.node = node
         self.minimumInterval = minimumInterval
     }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import GranaryCore
+import GranaryRenter
 
 /// Reads `n` bytes at `off` unless the file ends first; returns how many
 /// (-1 on error).
@@ -160,18 +161,31 @@ extension GranaryStore {
         }
         let store = segments
         var sealed: [UInt8] = []
+        // Too few pieces answering is retried until the read timeout: farmers
+        // killed and restarted, or cut off for seconds, come back (a chaos
+        // run's `diff` got EIO three seconds into such a gap).
+        let deadline = monotonicNanos() &+ UInt64(config.readTimeout * 1e9)
+        var retries = 0
         while true {
             let from = loc
             do {
                 sealed = try Blocking.run(timeout: config.readTimeout, progress: { store.bytesReceived }) {
                     try await store.read(from.segment, offset: from.offset, length: from.sealedLength)
                 }
+                if retries > 0 { log.notice("read of chunk \(id.short) from segment \(from.segment.short) succeeded after \(retries) retries") }
                 break
             } catch {
                 // The compactor may have moved the chunk (and deleted the old
                 // segment) while this read was on its way: follow it.
                 if let moved = location(), moved.segment != from.segment { loc = moved; continue }
-                log.error("read of chunk \(id.short) from segment \(from.segment.short) failed: \(error)")
+                let left = deadline > monotonicNanos() ? Double(deadline - monotonicNanos()) / 1e9 : 0
+                if case SegmentStoreError.unavailable = error, left > 1 {
+                    if retries == 0 { log.warning("read of chunk \(id.short) from segment \(from.segment.short) failed, retrying for up to \(Int(left)) s: \(error)") }
+                    retries += 1
+                    Thread.sleep(forTimeInterval: min(Double(retries), 3, left - 1))
+                    continue
+                }
+                log.error("read of chunk \(id.short) from segment \(from.segment.short) failed\(retries > 0 ? " after \(retries) retries" : ""): \(error)")
                 throw .io
             }
         }

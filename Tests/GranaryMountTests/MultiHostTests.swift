@@ -136,7 +136,8 @@ final class NetworkTestProcesses: @unchecked Sendable {
 /// one: contracts form through the market across real addresses, and with
 /// three of the eight farmers cut off, the files still read back cold from
 /// the other five (a segment needs four of its eight pieces); with five cut
-/// off a read fails with EIO; once the partition heals, it reads again.
+/// off a read fails with EIO; once the partition heals, it reads again,
+/// and a read waiting while five farmers restart gets its bytes.
 @Suite(.serialized) struct MultiHostTests {
     static let environment = ["GRANARY_POW_BITS": "4"]
 
@@ -244,6 +245,22 @@ final class NetworkTestProcesses: @unchecked Sendable {
         run.mount = try startMount()
         let healed = Shell.run("cmp '\(dir.path)/a.orig' '\(mnt)/a'", timeout: 180)
         #expect(healed.status == 0, "files read back once the partition healed: \(healed.output)")
+        run.stopMount()
+
+        // Five farmers killed (refusing at once, unlike a cut-off host) and
+        // restarted on new ports while a cold read waits: too few pieces
+        // answering is retried within the read timeout (20 s here), and the
+        // read gets its bytes. Before, it failed with EIO as soon as the
+        // holders it could reach were exhausted (a chaos run's `diff`).
+        for i in [1, 2, 3, 5, 7] { run.network[i].kill() }
+        Self.wipeCache(state)
+        run.mount = try startMount()
+        let reader = try ChildProcess("/usr/bin/cmp", ["\(dir.path)/a.orig", "\(mnt)/a"], name: "cmp")
+        defer { reader.stop() }
+        Thread.sleep(forTimeInterval: 3)
+        for i in [1, 2, 3, 5, 7] { run.network[i] = try Self.startFarmer(i, on: hosts, in: dir, seed: seedAddress) }
+        let waited = try reader.waitForExit(timeout: 150)
+        #expect(waited == 0, "a read waiting while five farmers restarted: \(reader.output.suffix(10)) \(run.mount?.output.suffix(20) ?? [])")
         run.stopMount()
     }
 
