@@ -74,12 +74,21 @@ public final class MountLease: @unchecked Sendable {  // mutable state behind `l
     /// Takes the lease for `keys` through `node`, or throws
     /// `MountLeaseError.heldElsewhere` when another mount holds it (unless
     /// `takeOver`). Starts renewing it.
+    ///
+    /// A lease still held by the previous mount of this same state folder
+    /// on this host (its instance is kept in `lease-instance` there) is
+    /// taken back without `takeOver`: the caller holds the folder's lock,
+    /// so that mount is gone (killed, or the machine crashed), and making a
+    /// restart after a crash wait 90 s or ask for --take-over helps nobody.
     public static func acquire(node: DHTNode, keys: RenterKeys, stateDirectory: String, takeOver: Bool,
                                renewInterval: Duration = .seconds(30)) async throws -> MountLease {
         let holder = LeaseHolder(instance: Hex.encode(SecureRandom.bytes(8)), host: ProcessInfo.processInfo.hostName,
                                  stateDirectory: stateDirectory, since: Date())
+        let instanceFile = stateDirectory + "/lease-instance"
+        let previous = (try? String(contentsOfFile: instanceFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         let lease = MountLease(node: node, owner: keys.leaseIdentity, holder: holder, renewInterval: renewInterval)
-        try await lease.take(force: takeOver)
+        try await lease.take(force: takeOver, predecessor: previous)
+        try? holder.instance.write(toFile: instanceFile, atomically: true, encoding: .utf8)
         lease.startRenewing()
         return lease
     }
@@ -116,11 +125,17 @@ public final class MountLease: @unchecked Sendable {  // mutable state behind `l
         return seq
     }
 
-    private func take(force: Bool) async throws {
+    private func take(force: Bool, predecessor: String?) async throws {
         let seen = await current()
         if let seen, !seen.holder.released, seen.holder.instance != holder.instance {
-            if !force { throw MountLeaseError.heldElsewhere(seen.holder, expires: seen.record.expiresAt) }
-            log.notice("taking over the mount lease from host \(seen.holder.host) (\(seen.holder.stateDirectory))")
+            let own = seen.holder.instance == predecessor && seen.holder.host == holder.host
+                && seen.holder.stateDirectory == holder.stateDirectory
+            if own {
+                log.notice("the previous mount of this state folder (since \(ISO8601DateFormatter().string(from: seen.holder.sinceDate))) stopped without unmounting; taking its lease back")
+            } else {
+                if !force { throw MountLeaseError.heldElsewhere(seen.holder, expires: seen.record.expiresAt) }
+                log.notice("taking over the mount lease from host \(seen.holder.host) (\(seen.holder.stateDirectory))")
+            }
         }
         let mine = try await publish(holder, after: seen?.record.sequence ?? 0, ttl: ttl)
         // Two mounts that started together both saw no holder: the higher

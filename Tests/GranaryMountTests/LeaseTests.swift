@@ -6,7 +6,7 @@ import Testing
 /// loopback): a second mount of the same key, from another state folder,
 /// is refused while the first holds the lease, takes it with --take-over
 /// (the first is told it lost it), and after a clean unmount the lease is
-/// free again.
+/// free again; after a SIGKILL, the same state folder takes it back.
 @Suite(.serialized) struct LeaseTests {
     static let env = ["GRANARY_POW_BITS": "4"]
 
@@ -67,6 +67,18 @@ import Testing
         let again = try mount(mntA, stateA)
         _ = try again.waitForLine(timeout: 90) { $0.hasPrefix("granary mount ready at") }
         #expect(FileManager.default.fileExists(atPath: mntA + "/a.txt"))
-        again.stop(grace: 30)
+
+        // Killed, it keeps the lease until it lapses; the next mount of the
+        // same state folder takes it back at once (that mount is gone: it
+        // held the folder's lock), while another state folder is still
+        // refused.
+        again.kill()
+        Shell.run("fusermount3 -u -z '\(mntA)' 2>/dev/null; true", timeout: 20)
+        let afterCrash = try mount(mntA, stateA)
+        _ = try afterCrash.waitForLine(timeout: 90) { $0.hasPrefix("granary mount ready at") }
+        #expect(afterCrash.output.contains { $0.contains("stopped without unmounting; taking its lease back") }, "\(afterCrash.output.suffix(10))")
+        let stillRefused = try mount(mntB, stateB)
+        #expect(try stillRefused.waitForExit(timeout: 90) != 0, "another state folder is still refused")
+        afterCrash.stop(grace: 30)
     }
 }
