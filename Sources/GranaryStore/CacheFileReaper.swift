@@ -14,7 +14,7 @@ import Foundation
 final class CacheFileReaper: @unchecked Sendable {
     private let directory: String
     private let cond = NSCondition()
-    private var pending: [(fd: Int32?, path: String)] = []
+    private var pending: [(fd: Int32?, path: String?)] = []
     /// A thread is deleting; it ends when nothing is left.
     private var running = false
     private var counter: UInt64 = 0
@@ -28,12 +28,25 @@ final class CacheFileReaper: @unchecked Sendable {
         let gone = "\(directory)/.gone-\(getpid())-\(counter)"
         cond.unlock()
         guard rename(path, gone) == 0 else {
-            if let fd { close(fd) }
+            if let fd { Glibc.close(fd) }
             unlink(path)
             return
         }
+        hand([(fd, gone)])
+    }
+
+    /// Closes `fds`, later. Closing chunk files just written costs the
+    /// writer: a sequential 1 GiB write that closed its chunk files beyond
+    /// the 32 it keeps open, under the file's lock, ran at 0.34-0.83 of
+    /// local in six bench runs (0.68-0.95 before it closed any); handed
+    /// off, 0.68-1.09 in four.
+    func close(_ fds: [Int32]) {
+        if !fds.isEmpty { hand(fds.map { ($0, nil) }) }
+    }
+
+    private func hand(_ items: [(fd: Int32?, path: String?)]) {
         cond.lock()
-        pending.append((fd, gone))
+        pending.append(contentsOf: items)
         let start = !running
         running = true
         cond.unlock()
@@ -56,8 +69,8 @@ final class CacheFileReaper: @unchecked Sendable {
         cond.lock()
         while let next = pending.popLast() {
             cond.unlock()
-            if let fd = next.fd { close(fd) }
-            unlink(next.path)
+            if let fd = next.fd { Glibc.close(fd) }
+            if let path = next.path { unlink(path) }
             cond.lock()
         }
         running = false

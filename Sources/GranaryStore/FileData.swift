@@ -156,8 +156,12 @@ final class FileData {
     /// the clean ones beyond it farthest from the last read. A reader keeps
     /// its file open throughout, and `cat` of a 100 GiB file otherwise held
     /// a descriptor per chunk read (25,600) until its close.
-    func trimDescriptors() {
-        dirtyDescriptors.trim()
+    func trimDescriptors() -> [Int32] {
+        defer { trimCleanDescriptors() }
+        return dirtyDescriptors.trim()
+    }
+
+    private func trimCleanDescriptors() {
         guard cleanFDs.count > DirtyDescriptors.budget else { return }
         let here = Int(lastReadEnd / UInt64(chunkSize))
         let far = cleanFDs.keys.sorted { abs($0 - here) > abs($1 - here) }
@@ -166,10 +170,11 @@ final class FileData {
 
     func closeAllCleanFDs() { cleanFDs.removeAll() }
 
-    /// At a file's last close: all its cache files, clean and dirty.
-    func closeAllDescriptors() {
+    /// At a file's last close: all its cache files, clean ones now and
+    /// dirty ones returned for the caller to close.
+    func closeAllDescriptors() -> [Int32] {
         cleanFDs.removeAll()
-        dirtyDescriptors.closeAll()
+        return dirtyDescriptors.closeAll()
     }
 }
 
@@ -194,18 +199,20 @@ final class DirtyDescriptors {
         if let i = open.lastIndex(where: { $0 === d }) { open.remove(at: i) }
     }
 
-    /// Closes the oldest opened beyond the budget. Only between operations:
-    /// an operation may hold several of their descriptors at once.
-    func trim() {
-        guard open.count > Self.budget else { return }
+    /// Takes the oldest opened beyond the budget, for the caller to close
+    /// off the FUSE thread (`CacheFileReaper.close`). Only between
+    /// operations: an operation may hold several of their descriptors.
+    func trim() -> [Int32] {
+        guard open.count > Self.budget else { return [] }
         let excess = open.prefix(open.count - Self.budget)
         open.removeFirst(excess.count)
-        for d in excess { if let fd = d.takeDescriptor() { close(fd) } }
+        return excess.compactMap { $0.takeDescriptor() }
     }
 
-    func closeAll() {
+    /// Takes them all, for the caller to close.
+    func closeAll() -> [Int32] {
         let all = open
         open.removeAll()
-        for d in all { if let fd = d.takeDescriptor() { close(fd) } }
+        return all.compactMap { $0.takeDescriptor() }
     }
 }

@@ -289,7 +289,7 @@ extension GranaryStore {
         guard let f = fileData(ino) else { throw .isDirectory }
         readActivity.noteRead()
         f.lock.lock()
-        defer { f.trimDescriptors(); f.lock.unlock() }
+        defer { reaper.close(f.trimDescriptors()); f.lock.unlock() }
         let sequential = offset == f.lastReadEnd
         var pieces: [ReadPiece] = []
         pieces.reserveCapacity(4)
@@ -426,7 +426,7 @@ extension GranaryStore {
                       dropPrivileges: Bool = false) throws(FSError) -> (count: Int, modeChanged: Bool) {
         guard let f = fileData(ino) else { throw .isDirectory }
         f.lock.lock()
-        defer { f.dirtyDescriptors.trim(); f.lock.unlock() }
+        defer { reaper.close(f.dirtyDescriptors.trim()); f.lock.unlock() }
         if f.freed { throw .notFound }
         var start = offset
         if append { metaLock.lock(); start = inodes[ino]?.attr.size ?? offset; metaLock.unlock() }
@@ -478,7 +478,7 @@ extension GranaryStore {
     /// Sets a file's size: chunks beyond go, the boundary chunk is cut.
     func truncate(_ f: FileData, to newSize: UInt64) throws(FSError) {
         f.lock.lock()
-        defer { f.dirtyDescriptors.trim(); f.lock.unlock() }
+        defer { reaper.close(f.dirtyDescriptors.trim()); f.lock.unlock() }
         metaLock.lock()
         let old = inodes[f.ino]?.attr.size ?? 0
         metaLock.unlock()
@@ -552,7 +552,7 @@ extension GranaryStore {
     /// written. Without `keepSize` the file grows to the range's end.
     private func zero(_ f: FileData, offset: UInt64, length: UInt64, keepSize: Bool) throws(FSError) {
         f.lock.lock()
-        defer { f.dirtyDescriptors.trim(); f.lock.unlock() }
+        defer { reaper.close(f.dirtyDescriptors.trim()); f.lock.unlock() }
         if f.freed { throw .notFound }
         metaLock.lock()
         let size = inodes[f.ino]?.attr.size ?? 0

@@ -335,7 +335,7 @@ extension GranaryStore {
         f.lock.lock()
         f.freed = true
         f.closeAllCleanFDs()
-        f.dirtyDescriptors.closeAll()
+        reaper.close(f.dirtyDescriptors.closeAll())
         // The chunk map is whole in memory: an empty one with nothing
         // changed means meta.db has no rows either (an empty file: lock
         // files, `touch`), and the delete costs no statement.
@@ -551,7 +551,7 @@ extension GranaryStore {
         metaLock.lock()
         let unused = (inodes[f.ino]?.opens ?? 0) == 0
         metaLock.unlock()
-        if unused { f.dirtyDescriptors.closeAll() }
+        if unused { reaper.close(f.dirtyDescriptors.closeAll()) }
         f.lock.unlock()
     }
 
@@ -559,7 +559,7 @@ extension GranaryStore {
     public func release(_ ino: UInt64) {
         if let f = fileData(ino) {
             f.lock.lock()
-            f.closeAllDescriptors()
+            reaper.close(f.closeAllDescriptors())
             f.lock.unlock()
         }
         metaLock.lock()
