@@ -116,26 +116,40 @@ public final class NetworkSegmentStore: SegmentStore {
     /// the pool is still forming, farmers are down, or they are full.
     func shortfall(pieceSize: Int) throws -> String {
         let soon = Date().addingTimeInterval(60)
-        var farmers: [Hash256: String] = [:]  // the best reason each cannot take it
-        let order = ["usable", "full", "ending", "unreachable", "disqualified"]
+        var farmers: [Hash256: Unusable] = [:]  // the best reason each cannot take it
         for c in try db.contracts() {
             let f = c.record.farmer.id
-            let reason = book.isDisqualified(f) ? "disqualified"
-                : book.isRecentlyFailed(f) ? "unreachable"
-                : c.record.end <= soon ? "ending"
-                : c.free < Int64(pieceSize) ? "full" : "usable"
-            if let seen = farmers[f], order.firstIndex(of: seen)! <= order.firstIndex(of: reason)! { continue }
+            let reason: Unusable = book.isDisqualified(f) ? .disqualified
+                : book.isRecentlyFailed(f) ? .unreachable
+                : c.record.end <= soon ? .ending
+                : c.free < Int64(pieceSize) ? .full : .usable
+            if let seen = farmers[f], seen <= reason { continue }
             farmers[f] = reason
         }
         if farmers.isEmpty { return "no contracts yet: the pool is still forming (farmers answer offers published in the DHT)" }
         let counts = Dictionary(grouping: farmers.values, by: { $0 }).mapValues(\.count)
-        let parts: [String] = [
-            counts["unreachable"].map { "\($0) recently failed to answer" },
-            counts["full"].map { "\($0) have no allowance left" },
-            counts["ending"].map { "\($0) have contracts ending" },
-            counts["disqualified"].map { "\($0) are disqualified by audits" },
-        ].compactMap { $0 }
+        let parts = [Unusable.unreachable, .full, .ending, .disqualified].compactMap { r in
+            counts[r].map { "\($0) \(r.phrase)" }
+        }
         return "of \(farmers.count) farmers under contract, " + (parts.isEmpty ? "all are usable" : parts.joined(separator: ", "))
+    }
+
+    /// Why a contracted farmer cannot take a piece, best first: a farmer
+    /// with several contracts counts under its best one.
+    enum Unusable: Int, Comparable {
+        case usable, full, ending, unreachable, disqualified
+
+        static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+
+        var phrase: String {
+            switch self {
+            case .usable: "are usable"
+            case .full: "have no allowance left"
+            case .ending: "have contracts ending"
+            case .unreachable: "recently failed to answer"
+            case .disqualified: "are disqualified by audits"
+            }
+        }
     }
 
     // MARK: put
