@@ -204,7 +204,7 @@ public final class GranaryFS: @unchecked Sendable {
 
     static func nanos(_ t: timespec) -> Int64 { Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec) }
 
-    static func stat(_ a: InodeAttributes) -> stat {
+    func stat(_ a: InodeAttributes) -> stat {
         var st = Glibc.stat()
         st.st_ino = UInt(a.ino)
         st.st_mode = a.mode
@@ -214,10 +214,10 @@ public final class GranaryFS: @unchecked Sendable {
         st.st_rdev = UInt(a.rdev)
         st.st_size = Int(a.size)
         st.st_blksize = 4096
-        st.st_blocks = Int((a.size + 511) / 512)
-        st.st_atim = timespecFrom(a.atime)
-        st.st_mtim = timespecFrom(a.mtime)
-        st.st_ctim = timespecFrom(a.ctime)
+        st.st_blocks = Int((store.allocatedSize(a) + 511) / 512)
+        st.st_atim = Self.timespecFrom(a.atime)
+        st.st_mtim = Self.timespecFrom(a.mtime)
+        st.st_ctim = Self.timespecFrom(a.ctime)
         return st
     }
 
@@ -225,7 +225,7 @@ public final class GranaryFS: @unchecked Sendable {
         var e = fuse_entry_param()
         e.ino = fuse_ino_t(a.ino)
         e.generation = 1
-        e.attr = Self.stat(a)
+        e.attr = stat(a)
         e.attr_timeout = options.attrTimeout
         e.entry_timeout = options.entryTimeout
         return e

@@ -78,7 +78,7 @@ extension GranaryFS {
         ops.getattr = { req, ino, _ in
             let fs = GranaryFS.fs(req)
             do {
-                var st = GranaryFS.stat(try fs.store.getattr(UInt64(ino)))
+                var st = fs.stat(try fs.store.getattr(UInt64(ino)))
                 fuse_reply_attr(req, &st, fs.options.attrTimeout)
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
         }
@@ -102,7 +102,7 @@ extension GranaryFS {
             c.dropPrivileges = granary_fuse_request_drops_privileges() != 0
                 || (toSet == 0 && granary_fuse_drops_privileges_itself() != 0)
             do {
-                var st = GranaryFS.stat(try fs.store.setattr(UInt64(ino), c))
+                var st = fs.stat(try fs.store.setattr(UInt64(ino), c))
                 fuse_reply_attr(req, &st, fs.options.attrTimeout)
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
         }
@@ -305,6 +305,19 @@ extension GranaryFS {
             guard offset >= 0, length > 0 else { fuse_reply_err(req, EINVAL); return }
             fs.replyError(req) { () throws(FSError) in
                 try fs.store.fallocate(UInt64(ino), mode: mode, offset: UInt64(offset), length: UInt64(length))
+            }
+        }
+        ops.lseek = { req, ino, offset, whence, _ in
+            let fs = GranaryFS.fs(req)
+            // The kernel answers SEEK_SET/CUR/END itself; Glibc's module
+            // leaves out SEEK_DATA (3) and SEEK_HOLE (4).
+            let seekData: Int32 = 3, seekHole: Int32 = 4
+            guard whence == seekData || whence == seekHole, offset >= 0 else { fuse_reply_err(req, EINVAL); return }
+            do throws(FSError) {
+                let at = try fs.store.seek(UInt64(ino), offset: UInt64(offset), data: whence == seekData)
+                fuse_reply_lseek(req, off_t(at))
+            } catch {
+                fuse_reply_err(req, GranaryFS.errno(error))
             }
         }
         return ops

@@ -1,5 +1,6 @@
 import Foundation
 import GranaryCore
+import Synchronization
 
 /// The fixed chunk size: a file's content is cut at 4 MiB offsets.
 public let chunkSize = 4 << 20
@@ -132,7 +133,12 @@ enum ChunkState {
 final class FileData {
     let ino: UInt64
     let lock = NSLock()
-    var chunks: [Int: ChunkState] = [:]
+    var chunks: [Int: ChunkState] = [:] {
+        didSet { chunkCount.store(chunks.count, ordering: .relaxed) }
+    }
+    /// `chunks.count`, for `stat` (st_blocks), which reads it without
+    /// the file's lock: the metadata lock must not wait for a file's I/O.
+    let chunkCount = Atomic<Int>(0)
     /// Chunk indices whose rows in meta.db are stale.
     var changed: Set<Int> = []
     /// Clean cached chunks open for reading, by index.

@@ -70,6 +70,13 @@ extension GranaryStore {
         return try newCacheFile(f, idx)
     }
 
+    /// Ends an operation on `f`: the chunk files it holds beyond its
+    /// budget are handed to the reaper to close, then the lock goes.
+    private func unlockTrimming(_ f: FileData) {
+        reaper.close(f.trimDescriptors())
+        f.lock.unlock()
+    }
+
     /// A dirty chunk in a cache file of its own, holding the chunk's
     /// current bytes (f.lock held).
     private func newCacheFile(_ f: FileData, _ idx: Int) throws(FSError) -> DirtyChunk {
@@ -88,6 +95,9 @@ extension GranaryStore {
             throw err == ENOSPC ? .noSpace : .io
         }
         descriptorsRunOut.store(false, ordering: .relaxed)
+        func fileChunk(base: Hash256?, limit: Int) -> DirtyChunk {
+            DirtyChunk(path: path, fd: fd, base: base, baseLimit: limit, descriptors: f.dirtyDescriptors)
+        }
         let d: DirtyChunk
         if case let .clean(id, length)? = f.chunks[idx] {
             f.closeCleanFD(idx)
@@ -98,9 +108,9 @@ extension GranaryStore {
                 let copied = n >= 0 && pwriteFull(fd, buf, n, 0)
                 buf.deallocate()
                 if !copied { close(fd); Glibc.unlink(path); throw .io }
-                d = DirtyChunk(path: path, fd: fd, base: nil, baseLimit: 0, descriptors: f.dirtyDescriptors)
+                d = fileChunk(base: nil, limit: 0)
             } else {
-                d = DirtyChunk(path: path, fd: fd, base: id, baseLimit: length, descriptors: f.dirtyDescriptors)
+                d = fileChunk(base: id, limit: length)
             }
         } else if case let .dirty(old)? = f.chunks[idx], old.slot != nil {
             // Out of its slot: the slot's bytes first.
@@ -109,10 +119,10 @@ extension GranaryStore {
             let copied = n >= 0 && pwriteFull(fd, buf, n, 0)
             buf.deallocate()
             if !copied { close(fd); Glibc.unlink(path); throw .io }
-            d = DirtyChunk(path: path, fd: fd, base: nil, baseLimit: 0, descriptors: f.dirtyDescriptors)
+            d = fileChunk(base: nil, limit: 0)
             d.version = old.version &+ 1
         } else {
-            d = DirtyChunk(path: path, fd: fd, base: nil, baseLimit: 0, descriptors: f.dirtyDescriptors)
+            d = fileChunk(base: nil, limit: 0)
         }
         f.chunks[idx] = .dirty(d)
         f.changed.insert(idx)
@@ -289,7 +299,7 @@ extension GranaryStore {
         guard let f = fileData(ino) else { throw .isDirectory }
         readActivity.noteRead()
         f.lock.lock()
-        defer { reaper.close(f.trimDescriptors()); f.lock.unlock() }
+        defer { unlockTrimming(f) }
         let sequential = offset == f.lastReadEnd
         var pieces: [ReadPiece] = []
         pieces.reserveCapacity(4)
@@ -426,7 +436,7 @@ extension GranaryStore {
                       dropPrivileges: Bool = false) throws(FSError) -> (count: Int, modeChanged: Bool) {
         guard let f = fileData(ino) else { throw .isDirectory }
         f.lock.lock()
-        defer { reaper.close(f.dirtyDescriptors.trim()); f.lock.unlock() }
+        defer { unlockTrimming(f) }
         if f.freed { throw .notFound }
         var start = offset
         if append { metaLock.lock(); start = inodes[ino]?.attr.size ?? offset; metaLock.unlock() }
@@ -478,7 +488,7 @@ extension GranaryStore {
     /// Sets a file's size: chunks beyond go, the boundary chunk is cut.
     func truncate(_ f: FileData, to newSize: UInt64) throws(FSError) {
         f.lock.lock()
-        defer { reaper.close(f.dirtyDescriptors.trim()); f.lock.unlock() }
+        defer { unlockTrimming(f) }
         metaLock.lock()
         let old = inodes[f.ino]?.attr.size ?? 0
         metaLock.unlock()
@@ -534,9 +544,17 @@ extension GranaryStore {
             return try zero(f, offset: offset, length: length, keepSize: mode & Self.fallocKeepSize != 0)
         }
         try checkCacheSpace()
-        if mode & Self.fallocKeepSize != 0 { return }
         f.lock.lock()
         defer { f.lock.unlock() }
+        // Nothing is written now, but a program that reserves space wants
+        // to hear at once that the holes it asks for cannot be filled.
+        let holes = holeBytes(f, offset: offset, length: length)
+        let fs = statfs()
+        if holes > fs.available * fs.blockSize {
+            log.warning("fallocate of \(length) bytes refused: \(holes) bytes of holes to reserve, \(fs.available * fs.blockSize) available")
+            throw .noSpace
+        }
+        if mode & Self.fallocKeepSize != 0 { return }
         metaLock.lock()
         if let rec = inodes[ino], offset + length > rec.attr.size {
             rec.attr.size = offset + length
@@ -546,13 +564,24 @@ extension GranaryStore {
         metaLock.unlock()
     }
 
+    /// The bytes of a range that fall in chunks holding no data (f.lock held).
+    private func holeBytes(_ f: FileData, offset: UInt64, length: UInt64) -> UInt64 {
+        let end = offset + length, size = UInt64(chunkSize)
+        var data: UInt64 = 0
+        for idx in f.chunks.keys {
+            let start = UInt64(idx) * size
+            if start < end && start + size > offset { data += min(end, start + size) - max(offset, start) }
+        }
+        return length - data
+    }
+
     /// Makes `length` bytes at `offset` read as zeros (punch hole, zero
     /// range): chunks the range covers within the file go, as a truncate
     /// drops them, and the partly covered ones at its ends get zeros
     /// written. Without `keepSize` the file grows to the range's end.
     private func zero(_ f: FileData, offset: UInt64, length: UInt64, keepSize: Bool) throws(FSError) {
         f.lock.lock()
-        defer { reaper.close(f.dirtyDescriptors.trim()); f.lock.unlock() }
+        defer { unlockTrimming(f) }
         if f.freed { throw .notFound }
         metaLock.lock()
         let size = inodes[f.ino]?.attr.size ?? 0
@@ -588,6 +617,33 @@ extension GranaryStore {
         metaLock.unlock()
         persistLocked(f)
         for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
+    }
+
+    /// lseek's SEEK_DATA (`data`) and SEEK_HOLE: the first offset at or
+    /// after `offset` in data or in a hole, at chunk granularity (a chunk
+    /// that holds any data counts as data, which lseek(2) allows). The end
+    /// of the file is a hole. ENXIO at or beyond the end, or when no data
+    /// follows.
+    public func seek(_ ino: UInt64, offset: UInt64, data: Bool) throws(FSError) -> UInt64 {
+        guard let f = fileData(ino) else { throw .invalid }
+        f.lock.lock()
+        defer { f.lock.unlock() }
+        metaLock.lock()
+        let size = inodes[ino]?.attr.size ?? 0
+        metaLock.unlock()
+        guard offset < size else { throw FSError(ENXIO) }
+        let first = Int(offset / UInt64(chunkSize)), last = Int((size - 1) / UInt64(chunkSize))
+        if data {
+            // A sparse file may have far fewer chunks than indices to scan.
+            let next = f.chunks.count < last - first + 1
+                ? f.chunks.keys.filter { $0 >= first && $0 <= last }.min()
+                : (first...last).first { f.chunks[$0] != nil }
+            guard let next else { throw FSError(ENXIO) }
+            return max(offset, UInt64(next) * UInt64(chunkSize))
+        }
+        var idx = first
+        while idx <= last && f.chunks[idx] != nil { idx += 1 }
+        return min(size, max(offset, UInt64(idx) * UInt64(chunkSize)))
     }
 
     /// fsync: returns once the file's data and metadata are durable on the

@@ -685,6 +685,14 @@ extension GranaryStore {
         return (c.total / bs, c.free / bs, min(c.free, d.available) / bs, n, bs)
     }
 
+    /// The bytes a file's content takes (`st_blocks`, `du`): its chunks
+    /// that hold data, each counted whole, never more than its size. A
+    /// sparse file's holes take nothing. Other inodes: their size.
+    public func allocatedSize(_ a: InodeAttributes) -> UInt64 {
+        guard a.isRegular, let f = fileData(a.ino) else { return a.size }
+        return min(a.size, UInt64(f.chunkCount.load(ordering: .relaxed)) * UInt64(chunkSize))
+    }
+
     func fileData(_ ino: UInt64) -> FileData? {
         metaLock.lock(); defer { metaLock.unlock() }
         return files[ino]

@@ -415,6 +415,69 @@ if open(path, "rb").read() != bytes((i * seed + i // 4096) % 256 for i in range(
                  "read back from segments")
     }
 
+    /// A sparse file's holes take no space: `du` and st_blocks count only
+    /// the chunks that hold data, SEEK_DATA/SEEK_HOLE find them (so `cp`
+    /// copies a sparse file without reading its holes), and it stays so
+    /// after a restart and an upload. fallocate refuses at once to reserve
+    /// more than there is room for.
+    @Test(.timeLimit(.minutes(2)))
+    func sparseFilesTakeOnlyTheirDataAndSeekFindsIt() throws {
+        let m = try MountFixture(uploadIdle: 600)
+        defer { m.stop() }
+        let bin = try GranaryBinary.require()
+        let script = #"""
+import os, sys, errno, ctypes, ctypes.util
+mnt, phase = sys.argv[1], sys.argv[2]
+T, C = 1 << 40, 4 << 20
+path = os.path.join(mnt, sys.argv[3] if len(sys.argv) > 3 else "sparse")
+fails = []
+if phase == "write":
+    with open(path, "wb") as f:
+        f.truncate(T)
+        f.seek(T // 2); f.write(b"x" * 100)
+        f.seek(T - 10); f.write(b"end")
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    fd = os.open(os.path.join(mnt, "reserve"), os.O_RDWR | os.O_CREAT, 0o644)
+    if libc.fallocate(fd, 0, 0, 1 << 60) == 0 or ctypes.get_errno() != errno.ENOSPC:
+        fails.append(f"fallocate of 1 EiB: {errno.errorcode.get(ctypes.get_errno())}, expected ENOSPC")
+    if os.fstat(fd).st_size != 0: fails.append("a refused fallocate grew the file")
+    if libc.fallocate(fd, 0, 0, 8 << 20) != 0: fails.append(f"fallocate of 8 MiB: {errno.errorcode.get(ctypes.get_errno())}")
+    os.close(fd)
+st = os.stat(path)
+if st.st_size != T: fails.append(f"size {st.st_size}")
+if not 0 < st.st_blocks * 512 <= 2 * C: fails.append(f"st_blocks {st.st_blocks}: {st.st_blocks * 512} bytes for two chunks of data")
+fd = os.open(path, os.O_RDONLY)
+expect = [(os.SEEK_DATA, 0, T // 2), (os.SEEK_HOLE, T // 2, T // 2 + C), (os.SEEK_DATA, T // 2 + C, T - C),
+          (os.SEEK_HOLE, T - C, T), (os.SEEK_HOLE, 5, 5), (os.SEEK_DATA, T // 2 + 7, T // 2 + 7)]
+for whence, off, want in expect:
+    got = os.lseek(fd, off, whence)
+    if got != want: fails.append(f"lseek({off}, {'SEEK_DATA' if whence == os.SEEK_DATA else 'SEEK_HOLE'}) = {got}, expected {want}")
+for whence in (os.SEEK_DATA, os.SEEK_HOLE):
+    try:
+        os.lseek(fd, T, whence); fails.append(f"lseek at the end ({whence}) did not fail")
+    except OSError as e:
+        if e.errno != errno.ENXIO: fails.append(f"lseek at the end: {e}")
+os.lseek(fd, T // 2, 0)
+if os.read(fd, 101) != b"x" * 100 + b"\0": fails.append("the data in the middle reads back wrong")
+os.lseek(fd, T - 11, 0)
+if os.read(fd, 20) != b"\0end" + b"\0" * 7: fails.append("the data at the end reads back wrong")
+print("\n".join(fails)); sys.exit(1 if fails else 0)
+"""#
+        expectOK(Shell.python(script, args: [m.mountpoint, "write"]), "sparse file written")
+        // du and cp as users run them: cp finds the holes with SEEK_DATA.
+        let du = Shell.run("du -k '\(m.path("sparse"))' | cut -f1")
+        #expect(du.status == 0 && (Int(du.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .max) <= 8192, "du: \(du.output)")
+        let cp = Shell.run("cp '\(m.path("sparse"))' '\(m.path("copy"))' && stat -c %b '\(m.path("copy"))'", timeout: 60)
+        #expect(cp.status == 0 && (Int(cp.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .max) <= 16384,
+                "cp of a 1 TiB sparse file should copy only its data: \(cp.output)")
+        expectOK(Shell.python(script, args: [m.mountpoint, "check", "copy"]), "the copy")
+        expectOK(Shell.run("'\(bin)' flush --state '\(m.state)'", timeout: 60), "flush")
+        m.stop()
+        try m.start(uploadIdle: 600)
+        expectOK(Shell.python(script, args: [m.mountpoint, "check"]), "sparse file after a restart, uploaded")
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func cliErrors() throws {
         let bin = try GranaryBinary.require()
