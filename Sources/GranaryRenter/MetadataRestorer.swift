@@ -175,8 +175,14 @@ public final class MetadataRestorer: Sendable {
 
     /// Nil when the bytes are an SQLite database that passes quick_check.
     static func databaseProblem(_ bytes: [UInt8]) -> String? {
-        let path = NSTemporaryDirectory() + "granary-restore-check-\(UUID().uuidString).db"
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        // A folder of its own: SQLite opens a WAL-mode copy with -wal and
+        // -shm files beside it (these were left behind in /tmp, two per check).
+        let folder = NSTemporaryDirectory() + "granary-restore-check-\(UUID().uuidString)"
+        guard (try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)) != nil else {
+            return "cannot make a temporary folder in \(NSTemporaryDirectory())"
+        }
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let path = folder + "/snapshot.db"
         guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { return "cannot write a temporary copy" }
         do {
             var config = Configuration()

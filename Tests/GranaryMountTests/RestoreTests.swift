@@ -158,8 +158,11 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/nowhere/meta.db"))
 
         let restored = dir.path + "/restored"
-        let r1 = Shell.run("GRANARY_POW_BITS=4 '\(bin)' restore --bootstrap \(net.seedAddress) --key '\(keyFile)' --state '\(restored)'", timeout: 120)
+        let tmp = dir.sub("tmp")  // the snapshot's check copy must not outlive the restore
+        let r1 = Shell.run("TMPDIR='\(tmp)' GRANARY_POW_BITS=4 '\(bin)' restore --bootstrap \(net.seedAddress) --key '\(keyFile)' --state '\(restored)'", timeout: 120)
         #expect(r1.status == 0 && r1.output.contains("restored snapshot \(second)"), "\(r1.output)")
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []
+        #expect(left.isEmpty, "restore left temporary files: \(left)")
         var st = stat()
         #expect(stat(restored + "/master.key", &st) == 0 && st.st_mode & 0o777 == 0o600)
         // Restoring over existing state is refused.
