@@ -12,7 +12,7 @@ import Testing
     @Test(.timeLimit(.minutes(2)))
     func fullDiskRefusesTheUploadAndKeepsEverythingElse() async throws {
         let dir = TemporaryDirectory("granary-farmer-full")
-        let disk = try SmallDisk(megabytes: 16, under: dir.path)
+        let disk = try SmallDisk(megabytes: 16, under: dir)
         // It claims 64 MiB; the disk holds 16.
         let farmer = try FarmerProcess(storage: disk.sub("farm"), capacity: "64M")
         defer { farmer.process.stop() }

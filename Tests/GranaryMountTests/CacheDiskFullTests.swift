@@ -10,7 +10,7 @@ import Testing
     func writesGetENOSPCAndNothingFsyncedIsLost() throws {
         try FuseEnvironment.require()
         let dir = TemporaryDirectory("granary-cache-full")
-        let disk = try SmallDisk(megabytes: 320, under: dir.path)
+        let disk = try SmallDisk(megabytes: 320, under: dir)
         let state = disk.sub("state"), mnt = dir.sub("mnt"), segments = dir.sub("segments"), refs = dir.sub("refs")
         // Nothing uploads during the test (idle delay of an hour): dirty data stays on the small disk.
         let mount = try ChildProcess.granary(["mount", mnt, "--state", state, "--local-segments", segments, "--plain-key",
@@ -52,7 +52,7 @@ import Testing
     func createsWaitOutAFullDatabaseDiskAndNoneIsLost() throws {
         try FuseEnvironment.require()
         let dir = TemporaryDirectory("granary-meta-full")
-        let disk = try SmallDisk(megabytes: 48, under: dir.path)
+        let disk = try SmallDisk(megabytes: 48, under: dir)
         let state = disk.sub("state"), mnt = dir.sub("mnt"), segments = dir.sub("segments")
         let args = ["mount", mnt, "--state", state, "--local-segments", segments, "--plain-key", "--upload-idle", "3600"]
         let mount = try ChildProcess.granary(args, name: "granary-mount")

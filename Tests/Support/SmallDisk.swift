@@ -2,12 +2,16 @@ import Foundation
 
 /// A tmpfs of a fixed size mounted at a fresh folder, for disk-full tests.
 /// Unmounted (lazily, so an open file cannot keep it) on deinit, even when a
-/// test fails. Needs root, as the FUSE tests do.
+/// test fails. Needs root, as the FUSE tests do. It holds the folder it is
+/// in, so that folder is removed only after the unmount: removed first, it
+/// stopped at the mount point and was left behind in /tmp.
 public final class SmallDisk: @unchecked Sendable {
     public let path: String
+    private let parent: TemporaryDirectory
 
-    public init(megabytes: Int, under parent: String) throws {
-        path = parent + "/small-disk"
+    public init(megabytes: Int, under parent: TemporaryDirectory) throws {
+        self.parent = parent
+        path = parent.path + "/small-disk"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/mount")
@@ -25,5 +29,8 @@ public final class SmallDisk: @unchecked Sendable {
         return p
     }
 
-    deinit { umount2(path, Int32(MNT_DETACH)) }
+    deinit {
+        umount2(path, Int32(MNT_DETACH))
+        rmdir(path)
+    }
 }
