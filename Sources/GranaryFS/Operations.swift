@@ -169,7 +169,7 @@ extension GranaryFS {
             do {
                 let a = try fs.store.getattr(UInt64(ino))
                 if a.isDirectory { throw FSError.isDirectory }
-                try fs.store.open(UInt64(ino))
+                try fs.store.open(UInt64(ino), writable: fi.map(GranaryFS.mayWrite) ?? true)
                 if let fi { GranaryFS.prepareOpenFile(fi) }
                 fuse_reply_open(req, fi)
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
@@ -178,7 +178,8 @@ extension GranaryFS {
         ops.create = { req, parent, name, mode, fi in
             let fs = GranaryFS.fs(req)
             do {
-                let a = try fs.store.create(parent: UInt64(parent), name: GranaryFS.name(name), mode: mode, caller: GranaryFS.caller(req))
+                let a = try fs.store.create(parent: UInt64(parent), name: GranaryFS.name(name), mode: mode, caller: GranaryFS.caller(req),
+                                             writable: fi.map(GranaryFS.mayWrite) ?? true)
                 var e = fs.entry(a)
                 if let fi { GranaryFS.prepareOpenFile(fi) }
                 fuse_reply_create(req, &e, fi)
@@ -213,8 +214,8 @@ extension GranaryFS {
 
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
 
-        ops.release = { req, ino, _ in
-            GranaryFS.fs(req).store.release(UInt64(ino))
+        ops.release = { req, ino, fi in
+            GranaryFS.fs(req).store.release(UInt64(ino), writable: fi.map(GranaryFS.mayWrite) ?? true)
             fuse_reply_err(req, 0)
         }
 
@@ -321,6 +322,12 @@ extension GranaryFS {
             }
         }
         return ops
+    }
+
+    /// Whether a handle was opened for writing (a shared mmap may write
+    /// through it too).
+    static func mayWrite(_ fi: UnsafeMutablePointer<fuse_file_info>) -> Bool {
+        fi.pointee.flags & O_ACCMODE != O_RDONLY
     }
 
     /// How the kernel treats an open file (open and create).

@@ -623,15 +623,19 @@ extension GranaryStore {
     /// after `offset` in data or in a hole, at chunk granularity (a chunk
     /// that holds any data counts as data, which lseek(2) allows). The end
     /// of the file is a hole. ENXIO at or beyond the end, or when no data
-    /// follows.
+    /// follows. While a handle that may write is open, the whole file
+    /// counts as data: a shared mmap's bytes in a hole reach the mount only
+    /// when the kernel writes them back, and FUSE does not write them back
+    /// before it asks, so a `cp` would skip them.
     public func seek(_ ino: UInt64, offset: UInt64, data: Bool) throws(FSError) -> UInt64 {
         guard let f = fileData(ino) else { throw .invalid }
         f.lock.lock()
         defer { f.lock.unlock() }
         metaLock.lock()
-        let size = inodes[ino]?.attr.size ?? 0
+        let size = inodes[ino]?.attr.size ?? 0, written = (inodes[ino]?.writers ?? 0) > 0
         metaLock.unlock()
         guard offset < size else { throw FSError(ENXIO) }
+        if written { return data ? offset : size }
         let first = Int(offset / UInt64(chunkSize)), last = Int((size - 1) / UInt64(chunkSize))
         if data {
             // A sparse file may have far fewer chunks than indices to scan.

@@ -251,10 +251,15 @@ extension GranaryStore {
         return try insertLocked(parent: dir, name: name, attr: new.attr, xattrs: new.xattrs).attr
     }
 
-    /// create(): a new regular file, opened.
-    public func create(parent: UInt64, name: FileName, mode: UInt32, caller: Caller) throws(FSError) -> InodeAttributes {
+    /// create(): a new regular file, opened (for writing unless `writable` is false).
+    public func create(parent: UInt64, name: FileName, mode: UInt32, caller: Caller, writable: Bool = true) throws(FSError) -> InodeAttributes {
         let a = try mknod(parent: parent, name: name, mode: UInt32(S_IFREG) | (mode & 0o7777), rdev: 0, caller: caller)
-        metaLock.lock(); inodes[a.ino]?.opens += 1; metaLock.unlock()
+        metaLock.lock()
+        if let rec = inodes[a.ino] {
+            rec.opens += 1
+            if writable { rec.writers += 1 }
+        }
+        metaLock.unlock()
         return a
     }
 
@@ -538,10 +543,11 @@ extension GranaryStore {
 
     // MARK: open files
 
-    public func open(_ ino: UInt64) throws(FSError) {
+    public func open(_ ino: UInt64, writable: Bool = false) throws(FSError) {
         metaLock.lock(); defer { metaLock.unlock() }
         guard let rec = inodes[ino] else { throw .notFound }
         rec.opens += 1
+        if writable { rec.writers += 1 }
     }
 
     /// A truncate by path (no handle) leaves nothing open: there may be
@@ -556,7 +562,7 @@ extension GranaryStore {
     }
 
     /// Last close of a handle: persists the file and frees it if unlinked.
-    public func release(_ ino: UInt64) {
+    public func release(_ ino: UInt64, writable: Bool = false) {
         if let f = fileData(ino) {
             f.lock.lock()
             reaper.close(f.closeAllDescriptors())
@@ -566,6 +572,7 @@ extension GranaryStore {
         var free: UInt64?
         if let rec = inodes[ino] {
             rec.opens = max(0, rec.opens - 1)
+            if writable { rec.writers = max(0, rec.writers - 1) }
             if rec.opens == 0 && rec.lookups == 0 && rec.attr.nlink == 0 { free = detachLocked(ino) }
         }
         metaLock.unlock()

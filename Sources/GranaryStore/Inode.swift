@@ -40,6 +40,10 @@ final class InodeRecord {
     var lookups: UInt64 = 0
     /// Open file handles.
     var opens: Int = 0
+    /// Of those, the ones that may write. A shared writable mmap holds
+    /// its handle open, and the bytes it writes reach the mount only when
+    /// the kernel writes them back (see `GranaryStore.seek`).
+    var writers: Int = 0
     var xattrs: [FileName: [UInt8]] = [:]
     /// The size meta.db holds for a file, written only together with the
     /// file's chunk rows (see `InodeRow`).

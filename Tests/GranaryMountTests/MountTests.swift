@@ -462,6 +462,21 @@ os.lseek(fd, T // 2, 0)
 if os.read(fd, 101) != b"x" * 100 + b"\0": fails.append("the data in the middle reads back wrong")
 os.lseek(fd, T - 11, 0)
 if os.read(fd, 20) != b"\0end" + b"\0" * 7: fails.append("the data at the end reads back wrong")
+if phase == "write":
+    # Bytes a shared mmap wrote into a hole are only in the kernel's pages
+    # until written back: while the mapping's handle is open, all is data.
+    import mmap
+    mapped = os.path.join(mnt, "mapped")
+    w = os.open(mapped, os.O_RDWR | os.O_CREAT, 0o644)
+    os.ftruncate(w, 64 * C)
+    m = mmap.mmap(w, 64 * C)
+    m[40 * C + 5] = 7
+    r = os.open(mapped, os.O_RDONLY)
+    if os.lseek(r, 0, os.SEEK_DATA) != 0 or os.lseek(r, 0, os.SEEK_HOLE) != 64 * C:
+        fails.append("a file mapped for writing reported holes")
+    m.close(); os.close(w)
+    if os.lseek(r, 40 * C, os.SEEK_DATA) != 40 * C: fails.append("the mmap's write was not found once written back")
+    os.close(r)
 print("\n".join(fails)); sys.exit(1 if fails else 0)
 """#
         expectOK(Shell.python(script, args: [m.mountpoint, "write"]), "sparse file written")
