@@ -544,14 +544,14 @@ extension GranaryStore {
             return try zero(f, offset: offset, length: length, keepSize: mode & Self.fallocKeepSize != 0)
         }
         try checkCacheSpace()
+        let room = statfs()
         f.lock.lock()
         defer { f.lock.unlock() }
         // Nothing is written now, but a program that reserves space wants
         // to hear at once that the holes it asks for cannot be filled.
         let holes = holeBytes(f, offset: offset, length: length)
-        let fs = statfs()
-        if holes > fs.available * fs.blockSize {
-            log.warning("fallocate of \(length) bytes refused: \(holes) bytes of holes to reserve, \(fs.available * fs.blockSize) available")
+        if holes > room.available * room.blockSize {
+            log.warning("fallocate of \(length) bytes refused: \(holes) bytes of holes to reserve, \(room.available * room.blockSize) available")
             throw .noSpace
         }
         if mode & Self.fallocKeepSize != 0 { return }
