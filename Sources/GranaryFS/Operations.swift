@@ -308,6 +308,22 @@ extension GranaryFS {
                 try fs.store.fallocate(UInt64(ino), mode: mode, offset: UInt64(offset), length: UInt64(length))
             }
         }
+        ops.copy_file_range = { req, inoIn, offIn, _, inoOut, offOut, _, len, _ in
+            let fs = GranaryFS.fs(req)
+            guard offIn >= 0, offOut >= 0 else { fuse_reply_err(req, EINVAL); return }
+            do throws(FSError) {
+                // nil: the kernel copies these bytes itself (EOPNOTSUPP
+                // for one call falls back to its splice copy).
+                guard let n = try fs.store.copyRange(from: UInt64(inoIn), at: UInt64(offIn), to: UInt64(inoOut), at: UInt64(offOut),
+                                                     length: UInt64(len)) else {
+                    fuse_reply_err(req, EOPNOTSUPP)
+                    return
+                }
+                fuse_reply_write(req, Int(n))
+            } catch {
+                fuse_reply_err(req, GranaryFS.errno(error))
+            }
+        }
         ops.lseek = { req, ino, offset, whence, _ in
             let fs = GranaryFS.fs(req)
             // The kernel answers SEEK_SET/CUR/END itself; Glibc's module

@@ -537,6 +537,78 @@ print("\n".join(fails)); sys.exit(1 if fails else 0)
         expectOK(Shell.run("cmp '\(listing("before"))' '\(listing("segments"))'"), "same tree from the segments")
     }
 
+    /// `cp` inside the mount (copy_file_range) shares the chunks of an
+    /// uploaded file: with the segments gone the copy still succeeds, since
+    /// it reads nothing. What cannot be shared (dirty chunks, offsets off
+    /// a chunk boundary, a partial last chunk over bytes the destination
+    /// keeps) the kernel copies itself; every result matches the same
+    /// calls on local files, after a restart from the segments alone too,
+    /// and a shared chunk outlives the file it came from and a compaction.
+    @Test(.timeLimit(.minutes(3)))
+    func copiesInsideTheMountShareUploadedChunks() throws {
+        let m = try MountFixture(uploadIdle: 0.5)
+        defer { m.stop() }
+        let bin = try GranaryBinary.require()
+        let ref = m.dir.sub("ref")
+        let segmentsAway = m.dir.path + "/segments-away"
+        expectOK(Shell.run("head -c 21000000 /dev/urandom > '\(ref)/a' && cp '\(ref)/a' '\(m.path("a"))'"), "write a")
+        expectOK(Shell.run("'\(bin)' flush --state '\(m.state)'", timeout: 60), "flush")
+        m.stop()
+        expectOK(Shell.run("rm -rf '\(m.state)/cache/clean' && mv '\(m.segments)' '\(segmentsAway)'"), "wipe the cache, take the segments away")
+        try m.start()
+        let copy = Shell.run("cp '\(m.path("a"))' '\(m.path("b"))'", timeout: 30)
+        #expect(copy.status == 0, "cp of an uploaded file inside the mount should need no segment: \(copy.output)")
+        // Into the folder the mount made again at its start (it may hold it open).
+        expectOK(Shell.run("cp -a '\(segmentsAway)'/. '\(m.segments)'/ && rm -rf '\(segmentsAway)'"), "segments back")
+        expectOK(Shell.run("cp '\(ref)/a' '\(ref)/b' && cmp '\(ref)/b' '\(m.path("b"))'", timeout: 60), "the copy reads back")
+        let script = #"""
+import os, sys
+mnt, ref = sys.argv[1], sys.argv[2]
+C = 4 << 20
+def both(f):
+    for d in (mnt, ref): f(d)
+def put(name, data):
+    both(lambda d: open(os.path.join(d, name), "wb").write(data))
+def cfr(src, dst, off_in, off_out, count):
+    def run(d):
+        a = os.open(os.path.join(d, src), os.O_RDONLY)
+        b = os.open(os.path.join(d, dst), os.O_WRONLY | os.O_CREAT, 0o644)
+        left, i, o = count, off_in, off_out
+        while left > 0:
+            n = os.copy_file_range(a, b, left, i, o)
+            if n == 0: break
+            left, i, o = left - n, i + n, o + n
+        os.close(a); os.close(b)
+    both(run)
+put("dirty", os.urandom(9 * C + 123))                    # not uploaded yet: the kernel copies it
+cfr("dirty", "dirty-copy", 0, 0, 1 << 40)
+cfr("a", "unaligned", 1000, 77, 3 * C)                    # off chunk boundaries
+put("bigger", os.urandom(7 * C))                          # a partial last chunk over bytes that stay
+cfr("a", "bigger", 4 * C, 0, 1 << 40)
+cfr("a", "a", 0, 8 * C, C)                                # within one file
+cfr("a", "sparse", 0, 300 * C, 2 * C)                     # a hole before
+"""#
+        expectOK(Shell.python(script, args: [m.mountpoint, ref]), "copy_file_range calls")
+        let names = ["a", "b", "dirty", "dirty-copy", "unaligned", "bigger", "sparse"]
+        func compareAll(_ when: String) {
+            for n in names { expectOK(Shell.run("cmp '\(ref)/\(n)' '\(m.path(n))'", timeout: 60), "\(n) \(when)") }
+        }
+        compareAll("after the copies")
+        let blocks = Shell.run("stat -c %b '\(m.path("sparse"))'")
+        #expect((Int(blocks.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .max) <= 2 * 8192, "sparse copy: \(blocks.output)")
+        expectOK(Shell.run("'\(bin)' flush --state '\(m.state)'", timeout: 60), "flush")
+        m.stop()
+        expectOK(Shell.run("rm -rf '\(m.state)/cache'"), "wipe the cache")
+        try m.start()
+        compareAll("from the segments")
+        // The chunks b shares with a stay live once a is gone.
+        expectOK(Shell.run("rm '\(m.path("a"))' '\(ref)/a' && '\(bin)' compact --state '\(m.state)'", timeout: 60), "delete a, compact")
+        m.stop()
+        expectOK(Shell.run("rm -rf '\(m.state)/cache'"), "wipe the cache")
+        try m.start()
+        expectOK(Shell.run("cmp '\(ref)/b' '\(m.path("b"))'", timeout: 60), "b after a was deleted and compacted")
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func cliErrors() throws {
         let bin = try GranaryBinary.require()

@@ -1,0 +1,71 @@
+import Foundation
+
+extension GranaryStore {
+    /// copy_file_range(2) inside the mount (coreutils' `cp` asks for it
+    /// first). Whole chunks of uploaded content are shared: the copy names
+    /// the same sealed chunk, so nothing is read, fetched, written or
+    /// uploaded again, and a copy of a file that is no longer cached does
+    /// not wait for the network. Holes stay holes.
+    ///
+    /// Returns the bytes copied, possibly fewer than asked (the caller
+    /// asks again for the rest), or nil when the kernel should copy the
+    /// bytes itself (its splice fallback): offsets not on chunk
+    /// boundaries, a source chunk still dirty, a source open for writing
+    /// (a shared mmap's bytes may not have reached the mount yet), or a
+    /// last partial chunk over bytes of the destination that must stay.
+    public func copyRange(from src: UInt64, at inOffset: UInt64, to dst: UInt64, at outOffset: UInt64,
+                          length: UInt64) throws(FSError) -> UInt64? {
+        guard let s = fileData(src), let d = fileData(dst) else { throw .invalid }
+        let size = UInt64(chunkSize)
+        guard inOffset % size == 0, outOffset % size == 0 else { return nil }
+        // One lock when it is one file; otherwise the lower inode first, so
+        // two copies in opposite directions cannot wait on each other.
+        let (first, second) = src <= dst ? (s, d) : (d, s)
+        first.lock.lock()
+        if second !== first { second.lock.lock() }
+        var dropped: [(Int, DirtyChunk)] = []
+        defer {
+            if second !== first { second.lock.unlock() }
+            first.lock.unlock()
+            for (idx, chunk) in dropped { discardDirty(dst, idx, chunk) }
+        }
+        if s.freed || d.freed { throw .notFound }
+        metaLock.lock()
+        let srcSize = inodes[src]?.attr.size ?? 0, dstSize = inodes[dst]?.attr.size ?? 0
+        let srcWritten = (inodes[src]?.writers ?? 0) > 0
+        metaLock.unlock()
+        if srcWritten { return nil }
+        guard inOffset < srcSize, length > 0 else { return 0 }
+        let total = min(length, srcSize - inOffset)
+        if outOffset + total > UInt64(Int64.max) { throw FSError(EFBIG) }
+
+        var copied: UInt64 = 0
+        while copied < total {
+            let span = min(size, total - copied)
+            let idxIn = Int((inOffset + copied) / size), idxOut = Int((outOffset + copied) / size)
+            // A partial chunk can only be the source's last; shared, it
+            // would end the destination's chunk there too.
+            if span < size && dstSize > outOffset + total { break }
+            let state = s.chunks[idxIn]
+            if case .dirty? = state { break }
+            if case let .dirty(old)? = d.chunks[idxOut] { dropped.append((idxOut, old)) }
+            d.closeCleanFD(idxOut)
+            d.chunks[idxOut] = state  // .clean shares the sealed chunk; nil stays a hole
+            d.changed.insert(idxOut)
+            copied += span
+        }
+        guard copied > 0 else { return nil }
+        let now = wallClockNanos()
+        metaLock.lock()
+        if let rec = inodes[dst] {
+            rec.attr.size = max(rec.attr.size, outOffset + copied)
+            rec.attr.mtime = now
+            rec.attr.ctime = now
+            rec.lastDataWrite = monotonicNanos()
+            needsPersist.insert(dst)
+        }
+        metaLock.unlock()
+        persistLocked(d)
+        return copied
+    }
+}
