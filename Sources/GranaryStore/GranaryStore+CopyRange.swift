@@ -12,7 +12,7 @@ extension GranaryStore {
     /// bytes itself (its splice fallback): offsets not on chunk
     /// boundaries, a source chunk still dirty, a source open for writing
     /// (a shared mmap's bytes may not have reached the mount yet), or a
-    /// last partial chunk over bytes of the destination that must stay.
+    /// last partial chunk over bytes that must not be shared or lost.
     public func copyRange(from src: UInt64, at inOffset: UInt64, to dst: UInt64, at outOffset: UInt64,
                           length: UInt64) throws(FSError) -> UInt64? {
         guard let s = fileData(src), let d = fileData(dst) else { throw .invalid }
@@ -43,11 +43,16 @@ extension GranaryStore {
         while copied < total {
             let span = min(size, total - copied)
             let idxIn = Int((inOffset + copied) / size), idxOut = Int((outOffset + copied) / size)
-            // A partial chunk can only be the source's last; shared, it
-            // would end the destination's chunk there too.
-            if span < size && dstSize > outOffset + total { break }
             let state = s.chunks[idxIn]
             if case .dirty? = state { break }
+            // A partial chunk is the copy's last. Shared, it ends the
+            // destination's chunk too, so the destination must keep nothing
+            // after it there, and the source must hold nothing after the
+            // range in it (a file that grows later would show those bytes).
+            if span < size {
+                if dstSize > outOffset + total { break }
+                if case let .clean(_, stored)? = state, UInt64(stored) > span { break }
+            }
             if case let .dirty(old)? = d.chunks[idxOut] { dropped.append((idxOut, old)) }
             d.closeCleanFD(idxOut)
             d.chunks[idxOut] = state  // .clean shares the sealed chunk; nil stays a hole

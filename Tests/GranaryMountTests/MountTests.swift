@@ -587,9 +587,11 @@ put("bigger", os.urandom(7 * C))                          # a partial last chunk
 cfr("a", "bigger", 4 * C, 0, 1 << 40)
 cfr("a", "a", 0, 8 * C, C)                                # within one file
 cfr("a", "sparse", 0, 300 * C, 2 * C)                     # a hole before
+cfr("a", "partial", 0, 0, C + C // 2)                     # ends inside a chunk of a that goes on
+both(lambda d: os.truncate(os.path.join(d, "partial"), 3 * C))  # zeros after it, not a's bytes
 """#
         expectOK(Shell.python(script, args: [m.mountpoint, ref]), "copy_file_range calls")
-        let names = ["a", "b", "dirty", "dirty-copy", "unaligned", "bigger", "sparse"]
+        let names = ["a", "b", "dirty", "dirty-copy", "unaligned", "bigger", "sparse", "partial"]
         func compareAll(_ when: String) {
             for n in names { expectOK(Shell.run("cmp '\(ref)/\(n)' '\(m.path(n))'", timeout: 60), "\(n) \(when)") }
         }
