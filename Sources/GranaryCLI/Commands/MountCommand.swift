@@ -304,6 +304,7 @@ struct KeyAccess {
         try RenterKeyFile.create(keys, at: path, passphrase: secret)
         print("granary mount: created a new renter key at \(path), \(RenterKeyFile.describe(secret)); fingerprint \(keys.fingerprint)")
         print("  back it up: granary key export --state \(state)   (it alone decrypts and restores your files)")
+        if secret == nil { print("  seal it with a passphrase: granary key passphrase --state \(state)") }
         fflush(nil)
         return keys
     }

@@ -52,12 +52,8 @@ struct UpCommand: AsyncParsableCommand {
         mountArgs += background.arguments
         mountArgs += keyArgs
         let mount = try ManagedChild.start(arguments: mountArgs, log: nil, environment: keyEnvironment)
-        print("""
-            granary up: mounting at \(mountpoint) (Ctrl-C to flush, unmount and stop)
-              use it like any folder:   cp -a ~/Documents \(mountpoint)/
-              see what is happening:    granary status --state \(state)/renter
-              wait until it is stored:  granary flush --state \(state)/renter
-            """)
+        // How to use the folder, the mount says once it is ready.
+        print("granary up: mounting at \(mountpoint) (Ctrl-C to flush, unmount and stop)")
         let status = await SignalForwarding.run(foreground: mount, onStop: { network.stop() })
         network.stop()
         if status != 0 { throw ExitCode(status) }
@@ -75,10 +71,7 @@ struct UpCommand: AsyncParsableCommand {
             if source.isGivenNonInteractively {
                 return (passphraseFile.map { ["--passphrase-file", $0] } ?? [], [:])
             }
-            print("""
-                granary up: creating the renter key \(keyPath) WITHOUT a passphrase (a plain file, mode 0600): \
-                anyone who can read it can read your files. To seal it: granary key passphrase --state \(state)/renter
-                """)
+            // The mount says so when it creates it, with how to seal it.
             return (["--plain-key"], [:])
         }
         let file = try KeyFile.read(keyPath)
