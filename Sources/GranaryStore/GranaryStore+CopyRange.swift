@@ -53,10 +53,8 @@ extension GranaryStore {
                 if dstSize > outOffset + total { break }
                 if case let .clean(_, stored)? = state, UInt64(stored) > span { break }
             }
-            if case let .dirty(old)? = d.chunks[idxOut] { dropped.append((idxOut, old)) }
-            d.closeCleanFD(idxOut)
+            dropChunk(d, idxOut, into: &dropped)
             d.chunks[idxOut] = state  // .clean shares the sealed chunk; nil stays a hole
-            d.changed.insert(idxOut)
             copied += span
         }
         guard copied > 0 else { return nil }

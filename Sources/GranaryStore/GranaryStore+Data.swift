@@ -521,7 +521,7 @@ extension GranaryStore {
 
     /// Forgets chunk `idx` of `f` (truncated away or punched out); a dirty
     /// one goes into `dropped`, to be discarded once no row names it.
-    private func dropChunk(_ f: FileData, _ idx: Int, into dropped: inout [(Int, DirtyChunk)]) {
+    func dropChunk(_ f: FileData, _ idx: Int, into dropped: inout [(Int, DirtyChunk)]) {
         if case let .dirty(d)? = f.chunks[idx] { dropped.append((idx, d)) }
         f.closeCleanFD(idx)
         f.chunks[idx] = nil
