@@ -90,7 +90,7 @@ final class EmbeddedNetwork: @unchecked Sendable {  // used from the main task a
                                  log: stateDirectory + "/logs/seed.log")
         record.seed = seed
         guard let seedUDP = seed.udp else { throw EmbeddedNetworkError(description: "the seed did not report its UDP address") }
-        var launched: [(role: String, arguments: [String], log: String, child: ManagedChild?)] = []
+        var launched: [(role: String, arguments: [String], log: String, child: Result<ManagedChild, any Error>)] = []
         for i in 0..<farmerCount {
             let old = i < previous.farmers.count ? previous.farmers[i] : nil
             let port = old?.tcp.flatMap(Self.port) ?? 0
@@ -99,25 +99,21 @@ final class EmbeddedNetwork: @unchecked Sendable {  // used from the main task a
             var arguments = ["farm", "--storage", dir, "--capacity", capacity, "--listen", "127.0.0.1:\(port)", "--bootstrap", seedUDP]
             if let udp = old?.udp.flatMap(Self.port) { arguments += ["--dht-listen", "127.0.0.1:\(udp)"] }
             let log = stateDirectory + "/logs/farmer-\(i + 1).log"
-            launched.append(("farmer \(i + 1)", arguments, log, try? launch(arguments: arguments, log: log)))
+            launched.append(("farmer \(i + 1)", arguments, log, Result { try launch(arguments: arguments, log: log) }))
         }
         for f in launched {
-            let node = try startNode(role: f.role, arguments: f.arguments, log: f.log) {
-                guard let child = f.child else { throw EmbeddedNetworkError(description: "it did not start") }
-                return try Self.listening(child)
-            }
-            record.farmers.append(node)
+            record.farmers.append(try startNode(role: f.role, arguments: f.arguments, log: f.log, launched: f.child))
         }
         let data = try JSONEncoder().encode(record)
         try data.write(to: URL(fileURLWithPath: recordPath), options: .atomic)
     }
 
-    /// Starts one node (or waits for one already launched: `first`); if
-    /// its old ports are taken, retries on port 0.
-    private func startNode(role: String, arguments: [String], log: String, first: (() throws -> Record.Node)? = nil) throws -> Record.Node {
+    /// Starts one node, or waits for one `launched` already with these
+    /// arguments; if its old ports are taken, retries on port 0.
+    private func startNode(role: String, arguments: [String], log: String,
+                           launched: Result<ManagedChild, any Error>? = nil) throws -> Record.Node {
         do {
-            if let first { return try first() }
-            return try Self.listening(launch(arguments: arguments, log: log))
+            return try Self.listening(launched?.get() ?? launch(arguments: arguments, log: log))
         } catch let error {
             guard let i = arguments.firstIndex(of: "--listen"), !arguments[i + 1].hasSuffix(":0") else {
                 throw EmbeddedNetworkError(description: "\(role) failed to start: \(error) (see \(log))")
