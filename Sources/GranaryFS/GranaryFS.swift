@@ -214,7 +214,7 @@ public final class GranaryFS: @unchecked Sendable {
         st.st_rdev = UInt(a.rdev)
         st.st_size = Int(a.size)
         st.st_blksize = 4096
-        st.st_blocks = Int((store.allocatedSize(a) + 511) / 512)
+        st.st_blocks = Int((a.allocatedSize + 511) / 512)
         st.st_atim = Self.timespecFrom(a.atime)
         st.st_mtim = Self.timespecFrom(a.mtime)
         st.st_ctim = Self.timespecFrom(a.ctime)

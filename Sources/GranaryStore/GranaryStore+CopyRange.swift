@@ -32,7 +32,7 @@ extension GranaryStore {
         if s.freed || d.freed { throw .notFound }
         metaLock.lock()
         let srcSize = inodes[src]?.attr.size ?? 0, dstSize = inodes[dst]?.attr.size ?? 0
-        let srcWritten = (inodes[src]?.writers ?? 0) > 0
+        let srcWritten = inodes[src]?.isOpenForWriting ?? false
         metaLock.unlock()
         if srcWritten { return nil }
         guard inOffset < srcSize, length > 0 else { return 0 }
@@ -58,15 +58,8 @@ extension GranaryStore {
             copied += span
         }
         guard copied > 0 else { return nil }
-        let now = wallClockNanos()
         metaLock.lock()
-        if let rec = inodes[dst] {
-            rec.attr.size = max(rec.attr.size, outOffset + copied)
-            rec.attr.mtime = now
-            rec.attr.ctime = now
-            rec.lastDataWrite = monotonicNanos()
-            needsPersist.insert(dst)
-        }
+        if let rec = inodes[dst] { contentChangedLocked(rec, end: outOffset + copied) }
         metaLock.unlock()
         persistLocked(d)
         return copied

@@ -450,20 +450,32 @@ extension GranaryStore {
             try write(f, idx, at: within, data.baseAddress! + done, count: n)
             done += n
         }
-        let now = wallClockNanos()
         var modeChanged = false
         metaLock.lock()
         if let rec = inodes[ino] {
             let end = start + UInt64(data.count)
-            if end > rec.attr.size { rec.attr.size = end; f.changed.insert(Int(end - 1) / chunkSize) }
-            rec.attr.mtime = now
-            rec.attr.ctime = now
+            if contentChangedLocked(rec, end: end) { f.changed.insert(Int(end - 1) / chunkSize) }
             if dropPrivileges { modeChanged = dropPrivilegesLocked(rec) }
-            rec.lastDataWrite = monotonicNanos()
-            needsPersist.insert(ino)
         }
         metaLock.unlock()
         return (data.count, modeChanged)
+    }
+
+    /// Records a change to `rec`'s bytes that reach `end` (metaLock held):
+    /// the size grows to `end` (nil: it stays, as KEEP_SIZE asks), mtime
+    /// and ctime move, the uploader leaves the file for a later pass, and
+    /// the inode is written with the file's next persist. Returns whether
+    /// the size grew.
+    @discardableResult
+    func contentChangedLocked(_ rec: InodeRecord, end: UInt64?) -> Bool {
+        let now = wallClockNanos()
+        var grew = false
+        if let end, end > rec.attr.size { rec.attr.size = end; grew = true }
+        rec.attr.mtime = now
+        rec.attr.ctime = now
+        rec.lastDataWrite = monotonicNanos()
+        needsPersist.insert(rec.attr.ino)
+        return grew
     }
 
     /// Writes `count` bytes into chunk `idx` at `within` (f.lock held).
@@ -606,14 +618,8 @@ extension GranaryStore {
             }
             pos += n
         }
-        let now = wallClockNanos()
         metaLock.lock()
-        if let rec = inodes[f.ino] {
-            if !keepSize && offset + length > rec.attr.size { rec.attr.size = offset + length }
-            rec.attr.mtime = now
-            rec.attr.ctime = now
-        }
-        needsPersist.insert(f.ino)
+        if let rec = inodes[f.ino] { contentChangedLocked(rec, end: keepSize ? nil : offset + length) }
         metaLock.unlock()
         persistLocked(f)
         for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
@@ -632,7 +638,7 @@ extension GranaryStore {
         f.lock.lock()
         defer { f.lock.unlock() }
         metaLock.lock()
-        let size = inodes[ino]?.attr.size ?? 0, written = (inodes[ino]?.writers ?? 0) > 0
+        let size = inodes[ino]?.attr.size ?? 0, written = inodes[ino]?.isOpenForWriting ?? false
         metaLock.unlock()
         guard offset < size else { throw FSError(ENXIO) }
         if written { return data ? offset : size }

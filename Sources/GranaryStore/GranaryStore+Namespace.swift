@@ -33,7 +33,7 @@ extension GranaryStore {
         }
         guard let rec = inodes[ino] else { throw .notFound }
         rec.lookups += 1
-        return rec.attr
+        return rec.attributes
     }
 
     /// Adds kernel references (readdirplus entries).
@@ -75,7 +75,7 @@ extension GranaryStore {
     public func getattr(_ ino: UInt64) throws(FSError) -> InodeAttributes {
         metaLock.lock(); defer { metaLock.unlock() }
         guard let rec = inodes[ino] else { throw .notFound }
-        return rec.attr
+        return rec.attributes
     }
 
     public func readlink(_ ino: UInt64) throws(FSError) -> [UInt8] {
@@ -166,7 +166,7 @@ extension GranaryStore {
         }
         if c.size == nil { queueMetaWrite(statement) } else { try metaWrite(statement) }
         if let acl { rec.xattrs[PosixACL.accessName] = acl }
-        return a
+        return rec.attributes
     }
 
     // MARK: creating
@@ -235,12 +235,25 @@ extension GranaryStore {
         }
         dir.entries![name] = DirectoryEntry(ino: attr.ino, cookie: cookie)
         inodes[attr.ino] = rec
-        if attr.isRegular { files[attr.ino] = FileData(ino: attr.ino) }
+        if let data = rec.data { files[attr.ino] = data }
         return rec
     }
 
     /// mknod, mkfifo, and plain file creation.
     public func mknod(parent: UInt64, name: FileName, mode: UInt32, rdev: UInt64, caller: Caller) throws(FSError) -> InodeAttributes {
+        try makeNode(parent: parent, name: name, mode: mode, rdev: rdev, caller: caller, opening: nil)
+    }
+
+    /// create(): a new regular file, opened (for writing unless `writable` is false).
+    public func create(parent: UInt64, name: FileName, mode: UInt32, caller: Caller, writable: Bool = true) throws(FSError) -> InodeAttributes {
+        try makeNode(parent: parent, name: name, mode: UInt32(S_IFREG) | (mode & 0o7777), rdev: 0, caller: caller,
+                     opening: writable)
+    }
+
+    /// A new node, opened as well unless `opening` is nil (true: for
+    /// writing), all under one hold of metaLock.
+    private func makeNode(parent: UInt64, name: FileName, mode: UInt32, rdev: UInt64, caller: Caller,
+                          opening writable: Bool?) throws(FSError) -> InodeAttributes {
         try checkName(name)
         metaLock.lock(); defer { metaLock.unlock() }
         let dir = try directory(parent)
@@ -248,19 +261,12 @@ extension GranaryStore {
         var m = mode
         if m & UInt32(S_IFMT) == 0 { m |= UInt32(S_IFREG) }
         let new = newAttributes(parent: dir, mode: m, caller: caller, rdev: rdev)
-        return try insertLocked(parent: dir, name: name, attr: new.attr, xattrs: new.xattrs).attr
-    }
-
-    /// create(): a new regular file, opened (for writing unless `writable` is false).
-    public func create(parent: UInt64, name: FileName, mode: UInt32, caller: Caller, writable: Bool = true) throws(FSError) -> InodeAttributes {
-        let a = try mknod(parent: parent, name: name, mode: UInt32(S_IFREG) | (mode & 0o7777), rdev: 0, caller: caller)
-        metaLock.lock()
-        if let rec = inodes[a.ino] {
+        let rec = try insertLocked(parent: dir, name: name, attr: new.attr, xattrs: new.xattrs)
+        if let writable {
             rec.opens += 1
             if writable { rec.writers += 1 }
         }
-        metaLock.unlock()
-        return a
+        return rec.attributes
     }
 
     public func mkdir(parent: UInt64, name: FileName, mode: UInt32, caller: Caller) throws(FSError) -> InodeAttributes {
@@ -269,7 +275,7 @@ extension GranaryStore {
         let dir = try directory(parent)
         if dir.entries![name] != nil || name == [0x2e] || name == [0x2e, 0x2e] { throw .exists }
         let new = newAttributes(parent: dir, mode: UInt32(S_IFDIR) | (mode & 0o7777), caller: caller)
-        return try insertLocked(parent: dir, name: name, attr: new.attr, xattrs: new.xattrs).attr
+        return try insertLocked(parent: dir, name: name, attr: new.attr, xattrs: new.xattrs).attributes
     }
 
     public func symlink(target: [UInt8], parent: UInt64, name: FileName, caller: Caller) throws(FSError) -> InodeAttributes {
@@ -280,7 +286,7 @@ extension GranaryStore {
         if dir.entries![name] != nil { throw .exists }
         var attr = newAttributes(parent: dir, mode: UInt32(S_IFLNK) | 0o777, caller: caller).attr
         attr.size = UInt64(target.count)
-        return try insertLocked(parent: dir, name: name, attr: attr, target: target).attr
+        return try insertLocked(parent: dir, name: name, attr: attr, target: target).attributes
     }
 
     public func link(_ ino: UInt64, newParent: UInt64, newName: FileName) throws(FSError) -> InodeAttributes {
@@ -308,7 +314,7 @@ extension GranaryStore {
                        [Int64(bitPattern: newParent), Data(newName), Int64(bitPattern: ino), cookie])
         }
         dir.entries![newName] = DirectoryEntry(ino: ino, cookie: cookie)
-        return rec.attr
+        return rec.attributes
     }
 
     // MARK: removing
@@ -690,14 +696,6 @@ extension GranaryStore {
         }
         let bs = d.blockSize
         return (c.total / bs, c.free / bs, min(c.free, d.available) / bs, n, bs)
-    }
-
-    /// The bytes a file's content takes (`st_blocks`, `du`): its chunks
-    /// that hold data, each counted whole, never more than its size. A
-    /// sparse file's holes take nothing. Other inodes: their size.
-    public func allocatedSize(_ a: InodeAttributes) -> UInt64 {
-        guard a.isRegular, let f = fileData(a.ino) else { return a.size }
-        return min(a.size, UInt64(f.chunkCount.load(ordering: .relaxed)) * UInt64(chunkSize))
     }
 
     func fileData(_ ino: UInt64) -> FileData? {

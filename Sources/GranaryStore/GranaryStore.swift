@@ -194,7 +194,7 @@ public final class GranaryStore: @unchecked Sendable {
                 if let t: Data = row["target"] { rec.target = [UInt8](t) }
                 inodes[attr.ino] = rec
                 nextIno = max(nextIno, attr.ino + 1)
-                if attr.isRegular { files[attr.ino] = FileData(ino: attr.ino) }
+                if let data = rec.data { files[attr.ino] = data }
             }
             for row in try Row.fetchAll(db, sql: "SELECT parent, name, ino, cookie FROM entry") {
                 let parent = UInt64(row["parent"] as Int64)

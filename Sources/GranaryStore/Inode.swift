@@ -19,6 +19,10 @@ public struct InodeAttributes: Sendable, Equatable {
     public var atime: Int64
     public var mtime: Int64
     public var ctime: Int64
+    /// The bytes the content takes (`st_blocks`, `du`). Filled in when the
+    /// store hands attributes out (`InodeRecord.attributes`); the copy an
+    /// `InodeRecord` keeps leaves it 0, since it moves with the file's chunks.
+    public var allocatedSize: UInt64 = 0
 
     public var isDirectory: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFDIR) }
     public var isRegular: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFREG) }
@@ -30,6 +34,8 @@ public struct InodeAttributes: Sendable, Equatable {
 /// store's metadata lock.
 final class InodeRecord {
     var attr: InodeAttributes
+    /// A regular file's content map (the same object as `files[ino]`).
+    let data: FileData?
     /// Symlink target.
     var target: [UInt8]?
     /// Directory entries (directories only).
@@ -54,9 +60,27 @@ final class InodeRecord {
 
     init(attr: InodeAttributes) {
         self.attr = attr
+        data = attr.isRegular ? FileData(ino: attr.ino) : nil
         storedSize = attr.size
         if attr.isDirectory { entries = [:] }
     }
+
+    /// `attr` with `allocatedSize` filled in: a file's chunks that hold
+    /// any data, each counted whole, never more than its size, so a sparse
+    /// file's holes take nothing; other inodes, their size. The chunk
+    /// count is atomic, so this does not wait for the file's lock.
+    var attributes: InodeAttributes {
+        var a = attr
+        if let data {
+            a.allocatedSize = min(a.size, UInt64(data.chunkCount.load(ordering: .relaxed)) * UInt64(chunkSize))
+        } else {
+            a.allocatedSize = a.size
+        }
+        return a
+    }
+
+    /// Whether a handle that may write is open (see `writers`).
+    var isOpenForWriting: Bool { writers > 0 }
 }
 
 /// A name in a directory. `cookie` is the entry's stable readdir offset:
