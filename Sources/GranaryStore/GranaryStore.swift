@@ -183,8 +183,11 @@ public final class GranaryStore: @unchecked Sendable {
         }
         var dirtyFiles: Set<String> = [ChunkSlab.fileName]
         var usedSlots = Set<Int>()
+        // Cursors, not arrays: a tree of a million files is never in
+        // memory twice while it loads.
         try db.read { db in
-            for row in try Row.fetchAll(db, sql: "SELECT * FROM inode") {
+            let inodeRows = try Row.fetchCursor(db, sql: "SELECT * FROM inode")
+            while let row = try inodeRows.next() {
                 let attr = InodeAttributes(
                     ino: UInt64(row["ino"] as Int64), mode: UInt32(row["mode"] as Int64), uid: UInt32(row["uid"] as Int64),
                     gid: UInt32(row["gid"] as Int64), nlink: UInt32(row["nlink"] as Int64), size: UInt64(row["size"] as Int64),
@@ -196,21 +199,25 @@ public final class GranaryStore: @unchecked Sendable {
                 nextIno = max(nextIno, attr.ino + 1)
                 if let data = rec.data { files[attr.ino] = data }
             }
-            for row in try Row.fetchAll(db, sql: "SELECT parent, name, ino, cookie FROM entry") {
+            let entryRows = try Row.fetchCursor(db, sql: "SELECT parent, name, ino, cookie FROM entry")
+            while let row = try entryRows.next() {
                 let parent = UInt64(row["parent"] as Int64)
                 let name = [UInt8](row["name"] as Data)
                 let cookie: Int64 = row["cookie"]
                 inodes[parent]?.entries?[name] = DirectoryEntry(ino: UInt64(row["ino"] as Int64), cookie: cookie)
                 nextCookie = max(nextCookie, cookie + 1)
             }
-            for row in try Row.fetchAll(db, sql: "SELECT ino, name, value FROM xattr") {
+            let xattrRows = try Row.fetchCursor(db, sql: "SELECT ino, name, value FROM xattr")
+            while let row = try xattrRows.next() {
                 inodes[UInt64(row["ino"] as Int64)]?.xattrs[[UInt8](row["name"] as Data)] = [UInt8](row["value"] as Data)
             }
-            for row in try Row.fetchAll(db, sql: "SELECT * FROM blob") {
+            let blobRows = try Row.fetchCursor(db, sql: "SELECT * FROM blob")
+            while let row = try blobRows.next() {
                 guard let id = Hash256(bytes: row["chunk_id"] as Data), let seg = Hash256(bytes: row["segment"] as Data) else { continue }
                 blobs[id] = BlobLocation(segment: seg, offset: row["offset"], sealedLength: row["sealed_length"], plainLength: row["plain_length"])
             }
-            for row in try Row.fetchAll(db, sql: "SELECT * FROM chunk") {
+            let chunkRows = try Row.fetchCursor(db, sql: "SELECT * FROM chunk")
+            while let row = try chunkRows.next() {
                 let ino = UInt64(row["ino"] as Int64)
                 let idx: Int = row["idx"]
                 guard let f = files[ino] else { continue }
