@@ -19,7 +19,7 @@ final class CleanCache: @unchecked Sendable {
     }
     private let lock = NSLock()
     private var entries: [Hash256: Entry] = [:]
-    private var tick: UInt64 = 0
+    private var recency = RecencyOrder<Hash256>()
     private(set) var totalBytes: UInt64 = 0
 
     init(directory: String, budget: UInt64, slab: ChunkSlab, reaper: CacheFileReaper) {
@@ -34,8 +34,7 @@ final class CleanCache: @unchecked Sendable {
             guard let id = Hash256(hex: name) else { unlink(path); continue }
             var st = stat()
             guard stat(path, &st) == 0 else { continue }
-            tick += 1
-            entries[id] = Entry(size: UInt64(st.st_size), tick: tick)
+            entries[id] = Entry(size: UInt64(st.st_size), tick: recency.use(id))
             totalBytes += UInt64(st.st_size)
         }
     }
@@ -44,17 +43,16 @@ final class CleanCache: @unchecked Sendable {
 
     func contains(_ id: Hash256) -> Bool {
         lock.lock(); defer { lock.unlock() }
-        if entries[id] != nil { tick += 1; entries[id]!.tick = tick; return true }
-        return false
+        guard entries[id] != nil else { return false }
+        touchLocked(id)
+        return true
     }
 
     /// Opens a cached chunk for reading, or nil when it is not cached.
     func open(_ id: Hash256) -> CachedChunk? {
         lock.lock()
-        guard var e = entries[id] else { lock.unlock(); return nil }
-        tick += 1
-        e.tick = tick
-        entries[id] = e
+        guard let e = entries[id] else { lock.unlock(); return nil }
+        touchLocked(id)
         if let slot = e.slot {
             slab.pin(slot)  // under the lock: eviction cannot retire it first
             lock.unlock()
@@ -90,22 +88,36 @@ final class CleanCache: @unchecked Sendable {
     }
 
     private func add(_ id: Hash256, _ entry: Entry) {
-        tick += 1
         var e = entry
-        e.tick = tick
+        e.tick = recency.use(id)
         if let old = entries[id] { totalBytes -= old.size }
         entries[id] = e
         totalBytes += e.size
+        compactRecencyLocked()
     }
 
+    private func touchLocked(_ id: Hash256) {
+        entries[id]?.tick = recency.use(id)
+        compactRecencyLocked()
+    }
+
+    private func compactRecencyLocked() {
+        recency.compact(liveCount: entries.count) { tick, id in entries[id]?.tick == tick }
+    }
+
+    /// Least recently used first, never `id` (just added).
     private func evictLocked(keeping id: Hash256) -> [(Hash256, Entry)] {
         guard totalBytes > budget else { return [] }
         var victims: [(Hash256, Entry)] = []
-        for (vid, v) in entries.sorted(by: { $0.value.tick < $1.value.tick }) where totalBytes > budget && vid != id {
-            victims.append((vid, v))
+        var kept: (tick: UInt64, key: Hash256)?
+        while totalBytes > budget, let oldest = recency.takeOldest() {
+            guard let v = entries[oldest.key], v.tick == oldest.tick else { continue }  // used again since
+            if oldest.key == id { kept = oldest; continue }
+            victims.append((oldest.key, v))
             totalBytes -= v.size
-            entries[vid] = nil
+            entries[oldest.key] = nil
         }
+        if let kept { recency.putBack(kept) }
         return victims
     }
 
@@ -192,6 +204,7 @@ final class CleanCache: @unchecked Sendable {
         lock.lock()
         let all = entries
         entries.removeAll()
+        recency.removeAll()
         totalBytes = 0
         lock.unlock()
         for (id, e) in all { drop(id, e) }
