@@ -152,6 +152,28 @@ public final class GranaryFS: @unchecked Sendable {
         if rc < 0 { log.error("FUSE loop ended with error \(-rc)") }
     }
 
+    /// For `granary status`: each kind of request served so far, with the
+    /// mean and longest time from reading it to answering it, e.g.
+    /// "fuse.write" → "6000 requests, mean 25.3 µs, max 1.2 ms". A slow
+    /// mount shows here whether its own work or the round trips cost.
+    public static func requestStatistics() -> [String: String] {
+        var out: [String: String] = [:]
+        for op in UInt32(0)..<64 {
+            guard let name = granary_fuse_opcode_name(op) else { continue }
+            var n: UInt64 = 0, total: UInt64 = 0, longest: UInt64 = 0
+            granary_fuse_served(op, &n, &total, &longest)
+            guard n > 0 else { continue }
+            out["fuse.\(String(cString: name))"] = "\(n) request\(n == 1 ? "" : "s"), mean \(duration(total / n)), max \(duration(longest))"
+        }
+        return out
+    }
+
+    private static func duration(_ ns: UInt64) -> String {
+        if ns < 1_000_000 { return String(format: "%.1f µs", Double(ns) / 1e3) }
+        if ns < 1_000_000_000 { return String(format: "%.1f ms", Double(ns) / 1e6) }
+        return String(format: "%.2f s", Double(ns) / 1e9)
+    }
+
     /// The kernel caps a FUSE mount's read-ahead at its default 128 KiB,
     /// so a sequential read arrives as 128 KiB requests however large the
     /// reader's buffer; `readAheadBytes` (in requests of max_write, 1 MiB)

@@ -372,10 +372,19 @@ if open(path, "rb").read() != bytes((i * seed + i // 4096) % 256 for i in range(
         expectOK(Shell.run("'\(bin)' flush --state '\(m.state)'", timeout: 60), "flush")
         let after = Shell.run("'\(bin)' status --state '\(m.state)' --json")
         #expect(statusField(after.output, "dirtyBytes") == 0, "dirty after flush: \(after.output)")
+        // The requests served so far, each kind with its service times.
+        let served = Shell.run("'\(bin)' status --state '\(m.state)'")
+        for op in ["create", "write", "mkdir"] {
+            #expect(served.output.range(of: "fuse\\.\(op): [1-9][0-9]* requests, mean [0-9.]+ (µs|ms|s), max", options: .regularExpression) != nil,
+                    "status should count \(op) requests: \(served.output)")
+        }
         m.stop()
         expectOK(Shell.run("rm -rf '\(m.state)/cache' && ls '\(m.segments)' | grep -q ."), "wipe cache, segments exist")
         try m.start()
         expectOK(Shell.run("diff -r '\(src)' '\(m.path("tree"))' && cmp '\(m.dir.path)/big' '\(m.path("big"))'"), "cold read bit-exact")
+        let reads = Shell.run("'\(bin)' status --state '\(m.state)'")
+        #expect(reads.output.range(of: "fuse\\.read: [1-9][0-9]* requests", options: .regularExpression) != nil,
+                "status should count read requests (spliced replies too): \(reads.output)")
         // Segment storage gone: uncached reads fail with EIO after the bounded wait.
         m.stop()
         expectOK(Shell.run("rm -rf '\(m.state)/cache' '\(m.segments)'/*"), "remove segments")

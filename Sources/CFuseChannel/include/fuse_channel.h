@@ -1,6 +1,8 @@
 #ifndef GRANARY_FUSE_CHANNEL_H
 #define GRANARY_FUSE_CHANNEL_H
 
+#include <stdint.h>
+
 struct fuse_session;
 
 /// Puts Granary's own reads and writes of /dev/fuse under a mounted session
@@ -22,5 +24,15 @@ int granary_fuse_drops_privileges_itself(void);
 /// FUSE_WRITE_KILL_SUIDGID or FATTR_KILL_SUIDGID, which libfuse 3.14 does
 /// not pass on. libfuse's loop reads and handles a request on one thread.
 int granary_fuse_request_drops_privileges(void);
+
+/// Requests of `opcode` answered so far on the thread that read them, and
+/// the time from reading each to its reply: in total and the longest, in
+/// nanoseconds. What the kernel and the caller add (queueing, wake-ups,
+/// copies) is not in it.
+void granary_fuse_served(uint32_t opcode, uint64_t *count, uint64_t *total_ns, uint64_t *max_ns);
+
+/// A FUSE opcode's name in lower case ("lookup"), or NULL for one the
+/// mount does not serve.
+const char *granary_fuse_opcode_name(uint32_t opcode);
 
 #endif

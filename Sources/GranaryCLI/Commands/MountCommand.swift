@@ -173,7 +173,10 @@ enum MountSession {
         let segments = backend.segments
         let store = try GranaryStore(configuration: config, segments: segments, keys: keys)
         let backup = await backend.startBackup?(store)
-        let control = try ControlServer(stateDirectory: state, store: store, extra: backend.extraStatus, afterFlush: backup?.afterFlush)
+        let backendStatus = backend.extraStatus
+        let control = try ControlServer(stateDirectory: state, store: store,
+                                        extra: { backendStatus().merging(GranaryFS.requestStatistics()) { a, _ in a } },
+                                        afterFlush: backup?.afterFlush)
         defer { control.close() }
 
         var fsOptions = MountOptions(mountpoint: mountpoint)
