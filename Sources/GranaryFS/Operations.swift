@@ -169,20 +169,27 @@ extension GranaryFS {
             do {
                 let a = try fs.store.getattr(UInt64(ino))
                 if a.isDirectory { throw FSError.isDirectory }
-                try fs.store.open(UInt64(ino), writable: fi.map(GranaryFS.mayWrite) ?? true)
+                let writable = fi.map(GranaryFS.mayWrite) ?? true
+                try fs.store.open(UInt64(ino), writable: writable)
                 if let fi { GranaryFS.prepareOpenFile(fi) }
-                fuse_reply_open(req, fi)
+                // The opener is gone (killed meanwhile): no RELEASE will come.
+                if fuse_reply_open(req, fi) != 0 { fs.store.release(UInt64(ino), writable: writable) }
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
         }
 
         ops.create = { req, parent, name, mode, fi in
             let fs = GranaryFS.fs(req)
             do {
+                let writable = fi.map(GranaryFS.mayWrite) ?? true
                 let a = try fs.store.create(parent: UInt64(parent), name: GranaryFS.name(name), mode: mode, caller: GranaryFS.caller(req),
-                                             writable: fi.map(GranaryFS.mayWrite) ?? true)
+                                             writable: writable)
                 var e = fs.entry(a)
                 if let fi { GranaryFS.prepareOpenFile(fi) }
-                fuse_reply_create(req, &e, fi)
+                // The creator is gone: neither RELEASE nor FORGET will come.
+                if fuse_reply_create(req, &e, fi) != 0 {
+                    fs.store.release(a.ino, writable: writable)
+                    fs.store.forget(a.ino, 1)
+                }
             } catch { fuse_reply_err(req, GranaryFS.errno(error)) }
         }
 
@@ -314,8 +321,11 @@ extension GranaryFS {
             do throws(FSError) {
                 // nil: the kernel copies these bytes itself (EOPNOTSUPP
                 // for one call falls back to its splice copy).
+                // At most 1 GiB (whole chunks) per call: the reply's count
+                // is 32 bits, and older kernels pass larger lengths.
+                let length = min(UInt64(len), 1 << 30)
                 guard let n = try fs.store.copyRange(from: UInt64(inoIn), at: UInt64(offIn), to: UInt64(inoOut), at: UInt64(offOut),
-                                                     length: UInt64(len)) else {
+                                                     length: length) else {
                     fuse_reply_err(req, EOPNOTSUPP)
                     return
                 }
@@ -329,7 +339,8 @@ extension GranaryFS {
             // The kernel answers SEEK_SET/CUR/END itself; Glibc's module
             // leaves out SEEK_DATA (3) and SEEK_HOLE (4).
             let seekData: Int32 = 3, seekHole: Int32 = 4
-            guard whence == seekData || whence == seekHole, offset >= 0 else { fuse_reply_err(req, EINVAL); return }
+            guard whence == seekData || whence == seekHole else { fuse_reply_err(req, EINVAL); return }
+            guard offset >= 0 else { fuse_reply_err(req, ENXIO); return }  // as ext4 answers
             do throws(FSError) {
                 let at = try fs.store.seek(UInt64(ino), offset: UInt64(offset), data: whence == seekData)
                 fuse_reply_lseek(req, off_t(at))

@@ -23,23 +23,27 @@ extension GranaryStore {
         let (first, second) = src <= dst ? (s, d) : (d, s)
         first.lock.lock()
         if second !== first { second.lock.lock() }
-        var dropped: [(Int, DirtyChunk)] = []
         defer {
             if second !== first { second.lock.unlock() }
             first.lock.unlock()
-            for (idx, chunk) in dropped { discardDirty(dst, idx, chunk) }
         }
         if s.freed || d.freed { throw .notFound }
         metaLock.lock()
         let srcSize = inodes[src]?.attr.size ?? 0, dstSize = inodes[dst]?.attr.size ?? 0
         let srcWritten = inodes[src]?.isOpenForWriting ?? false
+        let dstPrivileged = inodes[dst].map(holdsPrivilegesLocked) ?? false
         metaLock.unlock()
-        if srcWritten { return nil }
+        // A copy into a setuid file must clear the bit, as any write does.
+        // The kernel here sends a SETATTR for that before the copy; where it
+        // does not, only its own copy's writes (FUSE_WRITE_KILL_SUIDGID) do,
+        // so such a file is left to that copy.
+        if srcWritten || dstPrivileged { return nil }
         guard inOffset < srcSize, length > 0 else { return 0 }
         let total = min(length, srcSize - inOffset)
         if outOffset + total > UInt64(Int64.max) { throw FSError(EFBIG) }
 
         var copied: UInt64 = 0
+        var dropped: [(Int, DirtyChunk)] = []
         while copied < total {
             let span = min(size, total - copied)
             let idxIn = Int((inOffset + copied) / size), idxOut = Int((outOffset + copied) / size)
@@ -62,6 +66,10 @@ extension GranaryStore {
         if let rec = inodes[dst] { contentChangedLocked(rec, end: outOffset + copied) }
         metaLock.unlock()
         persistLocked(d)
+        // Under the file's lock, as truncate does: a write after it may
+        // make a new cache file at the same path, which a late discard
+        // would delete.
+        for (idx, chunk) in dropped { discardDirty(dst, idx, chunk) }
         return copied
     }
 }

@@ -102,15 +102,23 @@ extension GranaryStore {
 
     static let capabilityName: FileName = Array("security.capability".utf8)
 
+    /// Whether a write would take something from the file (see
+    /// `dropPrivilegesLocked`). metaLock held.
+    func holdsPrivilegesLocked(_ rec: InodeRecord) -> Bool {
+        let mode = rec.attr.mode
+        return mode & UInt32(S_ISUID) != 0 || mode & UInt32(S_ISGID | S_IXGRP) == UInt32(S_ISGID | S_IXGRP)
+            || rec.xattrs[Self.capabilityName] != nil
+    }
+
     /// Clears what a write, truncate or chown takes from a file, as Linux
     /// does: setuid; setgid when group-executable (without it the bit marks
     /// mandatory locking); a file capability. Returns whether anything went.
     /// metaLock held; the inode row is written with the caller's change.
     func dropPrivilegesLocked(_ rec: InodeRecord) -> Bool {
+        guard holdsPrivilegesLocked(rec) else { return false }
         var mode = rec.attr.mode & ~UInt32(S_ISUID)
         if mode & UInt32(S_IXGRP) != 0 { mode &= ~UInt32(S_ISGID) }
         let hadCapability = rec.xattrs[Self.capabilityName] != nil
-        guard mode != rec.attr.mode || hadCapability else { return false }
         rec.attr.mode = mode
         if hadCapability {
             rec.xattrs[Self.capabilityName] = nil

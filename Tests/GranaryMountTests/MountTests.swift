@@ -598,6 +598,20 @@ cfr("a", "a", 0, 8 * C, C)                                # within one file
 cfr("a", "sparse", 0, 300 * C, 2 * C)                     # a hole before
 cfr("a", "partial", 0, 0, C + C // 2)                     # ends inside a chunk of a that goes on
 both(lambda d: os.truncate(os.path.join(d, "partial"), 3 * C))  # zeros after it, not a's bytes
+# A copy by its owner (no CAP_FSETID) into a setuid file clears the bit,
+# as any write does, also when the chunks could have been shared.
+p = os.path.join(mnt, "suid")
+open(p, "wb").write(b"x" * 100)
+os.chown(p, 65534, 65534); os.chmod(p, 0o4755)
+pid = os.fork()
+if pid == 0:
+    os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
+    a = os.open(os.path.join(mnt, "a"), os.O_RDONLY); b = os.open(p, os.O_WRONLY)
+    os._exit(0 if os.copy_file_range(a, b, C, 0, 0) > 0 else 1)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, "copy_file_range as the file's owner failed"
+mode = os.stat(p).st_mode & 0o7777
+assert mode == 0o755, "setuid should go with a copy into the file: mode %o" % mode
 """#
         expectOK(Shell.python(script, args: [m.mountpoint, ref]), "copy_file_range calls")
         let names = ["a", "b", "dirty", "dirty-copy", "unaligned", "bigger", "sparse", "partial"]
