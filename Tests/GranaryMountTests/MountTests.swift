@@ -378,6 +378,8 @@ if open(path, "rb").read() != bytes((i * seed + i // 4096) % 256 for i in range(
             #expect(served.output.range(of: "fuse\\.\(op): [1-9][0-9]* requests, mean [0-9.]+ (µs|ms|s), max", options: .regularExpression) != nil,
                     "status should count \(op) requests: \(served.output)")
         }
+        #expect(served.output.range(of: "process: [0-9.]+ (KiB|MiB|GiB) resident, [0-9]+ open files, [0-9]+ threads",
+                                    options: .regularExpression) != nil, "status should show the mount's memory: \(served.output)")
         m.stop()
         expectOK(Shell.run("rm -rf '\(m.state)/cache' && ls '\(m.segments)' | grep -q ."), "wipe cache, segments exist")
         try m.start()

@@ -175,7 +175,10 @@ enum MountSession {
         let backup = await backend.startBackup?(store)
         let backendStatus = backend.extraStatus
         let control = try ControlServer(stateDirectory: state, store: store,
-                                        extra: { backendStatus().merging(GranaryFS.requestStatistics()) { a, _ in a } },
+                                        extra: {
+                                            backendStatus().merging(GranaryFS.requestStatistics()) { a, _ in a }
+                                                .merging(ProcessUsage.status()) { a, _ in a }
+                                        },
                                         afterFlush: backup?.afterFlush)
         defer { control.close() }
 
