@@ -128,12 +128,80 @@ enum ChunkState {
     case dirty(DirtyChunk)
 }
 
+/// A file's chunks by index. Most files are one chunk (under 4 MiB), kept
+/// inline: a one-entry Dictionary is an allocation of 184 bytes for each
+/// of maybe a million files. More chunks live in a Dictionary.
+struct ChunkMap: Sequence {
+    private enum Storage {
+        case empty
+        case one(Int, ChunkState)
+        case many([Int: ChunkState])
+    }
+    private var storage = Storage.empty
+
+    subscript(idx: Int) -> ChunkState? {
+        get {
+            switch storage {
+            case .empty: return nil
+            case let .one(i, state): return i == idx ? state : nil
+            case let .many(all): return all[idx]
+            }
+        }
+        set {
+            switch storage {
+            case .empty:
+                if let newValue { storage = .one(idx, newValue) }
+            case let .one(i, state):
+                if i == idx { storage = newValue.map { .one(idx, $0) } ?? .empty }
+                else if let newValue { storage = .many([i: state, idx: newValue]) }
+            case var .many(all):
+                storage = .empty  // `all` is then the only reference: changed in place
+                all[idx] = newValue
+                if all.count > 1 { storage = .many(all) }
+                else if let (i, state) = all.first { storage = .one(i, state) }
+            }
+        }
+    }
+
+    var count: Int {
+        switch storage {
+        case .empty: return 0
+        case .one: return 1
+        case let .many(all): return all.count
+        }
+    }
+
+    var isEmpty: Bool { count == 0 }
+    var keys: [Int] { map(\.key) }
+    var values: [ChunkState] { map(\.value) }
+
+    mutating func removeAll() { storage = .empty }
+
+    struct Iterator: IteratorProtocol {
+        fileprivate var one: (key: Int, value: ChunkState)?
+        fileprivate var many: Dictionary<Int, ChunkState>.Iterator?
+
+        mutating func next() -> (key: Int, value: ChunkState)? {
+            if let o = one { one = nil; return o }
+            return many?.next()
+        }
+    }
+
+    func makeIterator() -> Iterator {
+        switch storage {
+        case .empty: return Iterator()
+        case let .one(i, state): return Iterator(one: (i, state))
+        case let .many(all): return Iterator(many: all.makeIterator())
+        }
+    }
+}
+
 /// A regular file's content map. Its own lock serialises the file's I/O;
 /// lock order is always FileData.lock before the store's metadata lock.
 final class FileData {
     let ino: UInt64
-    let lock = NSLock()
-    var chunks: [Int: ChunkState] = [:] {
+    let lock = FileLock()
+    var chunks = ChunkMap() {
         didSet { chunkCount.store(chunks.count, ordering: .relaxed) }
     }
     /// `chunks.count`, for `stat` (st_blocks), which reads it without
@@ -149,10 +217,19 @@ final class FileData {
     var openedAhead = -1
     /// Removed from the namespace and freed: late operations do nothing.
     var freed = false
-    /// Its dirty chunks' open cache files.
-    let dirtyDescriptors = DirtyDescriptors()
+    /// Its dirty chunks' open cache files; made with its first cache file
+    /// of its own (most files never have one: their bytes sit in the slab).
+    private(set) var openDirtyFiles: DirtyDescriptors?
+    var dirtyDescriptors: DirtyDescriptors {
+        if let d = openDirtyFiles { return d }
+        let d = DirtyDescriptors()
+        openDirtyFiles = d
+        return d
+    }
 
     init(ino: UInt64) { self.ino = ino }
+
+    deinit { lock.destroy() }
 
     var dirtyCount: Int { chunks.values.reduce(0) { if case .dirty = $1 { return $0 + 1 }; return $0 } }
 
@@ -164,7 +241,7 @@ final class FileData {
     /// a descriptor per chunk read (25,600) until its close.
     func trimDescriptors() -> [Int32] {
         defer { trimCleanDescriptors() }
-        return dirtyDescriptors.trim()
+        return openDirtyFiles?.trim() ?? []
     }
 
     private func trimCleanDescriptors() {
@@ -180,7 +257,30 @@ final class FileData {
     /// dirty ones returned for the caller to close.
     func closeAllDescriptors() -> [Int32] {
         cleanFDs.removeAll()
-        return dirtyDescriptors.closeAll()
+        return openDirtyFiles?.closeAll() ?? []
+    }
+}
+
+/// A file's lock: a bare pthread mutex of its own, where NSLock would be
+/// an object plus the mutex it allocates, for each of maybe a million
+/// files. Its owner calls `destroy` once (FileData's deinit).
+struct FileLock: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+    }
+
+    func lock() { pthread_mutex_lock(mutex) }
+    func unlock() { pthread_mutex_unlock(mutex) }
+    /// Takes the lock if it is free; true when taken.
+    func `try`() -> Bool { pthread_mutex_trylock(mutex) == 0 }
+
+    func destroy() {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
     }
 }
 

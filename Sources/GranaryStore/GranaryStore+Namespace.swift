@@ -354,7 +354,7 @@ extension GranaryStore {
         f.lock.lock()
         f.freed = true
         f.closeAllCleanFDs()
-        reaper.close(f.dirtyDescriptors.closeAll())
+        reaper.close(f.openDirtyFiles?.closeAll() ?? [])
         // The chunk map is whole in memory: an empty one with nothing
         // changed means meta.db has no rows either (an empty file: lock
         // files, `touch`), and the delete costs no statement.
@@ -571,7 +571,7 @@ extension GranaryStore {
         metaLock.lock()
         let unused = (inodes[f.ino]?.opens ?? 0) == 0
         metaLock.unlock()
-        if unused { reaper.close(f.dirtyDescriptors.closeAll()) }
+        if unused { reaper.close(f.openDirtyFiles?.closeAll() ?? []) }
         f.lock.unlock()
     }
 
