@@ -30,6 +30,9 @@ final class ChunkSlab: @unchecked Sendable {
     private var highWater = 0
     /// Slots the file's size covers.
     private var sizeInSlots = 0
+    /// Set at shutdown, before the clean slots are listed for the next
+    /// start: a slot retired after that keeps its bytes (see `freezeReuse`).
+    private var reuseFrozen = false
 
     init(directory: String) throws {
         let path = directory + "/" + Self.fileName
@@ -85,6 +88,7 @@ final class ChunkSlab: @unchecked Sendable {
     /// reader still holds stays retired until a later call.
     func reuse(_ slots: [Int]) {
         lock.lock()
+        if reuseFrozen { retired += slots; lock.unlock(); return }
         let ready = slots.filter { pins[$0] == nil }
         retired += slots.filter { pins[$0] != nil }
         lock.unlock()
@@ -92,6 +96,14 @@ final class ChunkSlab: @unchecked Sendable {
         lock.lock()
         free += ready
         lock.unlock()
+    }
+
+    /// No slot is zeroed or handed out again from now on. At shutdown the
+    /// clean chunks kept in slots are listed for the next start; an upload
+    /// pass that outlives the shutdown's wait may still evict one of them,
+    /// and zeroing its slot would make the list serve zeros for it.
+    func freezeReuse() {
+        lock.lock(); reuseFrozen = true; lock.unlock()
     }
 
     /// A reader holds `slot` open (see `CachedChunk`).

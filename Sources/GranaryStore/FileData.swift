@@ -209,6 +209,11 @@ final class FileData {
     let chunkCount = Atomic<Int>(0)
     /// Chunk indices whose rows in meta.db are stale.
     var changed: Set<Int> = []
+    /// How many times its rows were persisted; changed with both its lock
+    /// and metaLock held, so either lock is enough to read it. The
+    /// uploader's clean rows must not overwrite a row an fsync wrote after
+    /// the uploader last looked (see `markClean`).
+    var rowsPersisted: UInt64 = 0
     /// Clean cached chunks open for reading, by index.
     var cleanFDs: [Int: (id: Hash256, chunk: CachedChunk)] = [:]
     /// End offset of the last read, for sequential read-ahead.

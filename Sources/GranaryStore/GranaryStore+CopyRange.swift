@@ -65,11 +65,10 @@ extension GranaryStore {
         metaLock.lock()
         if let rec = inodes[dst] { contentChangedLocked(rec, end: outOffset + copied) }
         metaLock.unlock()
-        persistLocked(d)
         // Under the file's lock, as truncate does: a write after it may
         // make a new cache file at the same path, which a late discard
         // would delete.
-        for (idx, chunk) in dropped { discardDirty(dst, idx, chunk) }
+        persistThenDiscard(d, dropped)
         return copied
     }
 }

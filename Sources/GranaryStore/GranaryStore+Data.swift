@@ -141,9 +141,8 @@ extension GranaryStore {
             moved.unsynced = false
             syncDirtyDirectory()
         }
-        persistLocked(f)
+        persistThenDiscard(f, [(idx, d)])
         if wasSynced { syncDatabase() }
-        discardDirty(f.ino, idx, d)
         return moved
     }
 
@@ -527,8 +526,7 @@ extension GranaryStore {
         if let rec = inodes[f.ino] { rec.attr.size = newSize }
         needsPersist.insert(f.ino)
         metaLock.unlock()
-        persistLocked(f)
-        for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
+        persistThenDiscard(f, dropped)
     }
 
     /// Forgets chunk `idx` of `f` (truncated away or punched out); a dirty
@@ -621,8 +619,7 @@ extension GranaryStore {
         metaLock.lock()
         if let rec = inodes[f.ino] { contentChangedLocked(rec, end: keepSize ? nil : offset + length) }
         metaLock.unlock()
-        persistLocked(f)
-        for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
+        persistThenDiscard(f, dropped)
     }
 
     /// lseek's SEEK_DATA (`data`) and SEEK_HOLE: the first offset at or

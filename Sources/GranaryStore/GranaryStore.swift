@@ -240,7 +240,9 @@ public final class GranaryStore: @unchecked Sendable {
                     let base = (row["base_id"] as Data?).flatMap { Hash256(bytes: $0) }
                     let d = DirtyChunk(path: path, fd: -1, base: base, baseLimit: row["base_limit"], descriptors: f.dirtyDescriptors)
                     if let r: Data = row["ranges"] { d.ranges = RangeSet(encoded: [UInt8](r)) }
-                    d.unsynced = false
+                    // A SIGKILL may have left its bytes in the page cache
+                    // only: the next fsync of the file syncs it.
+                    d.unsynced = true
                     d.lastWrite = 0  // upload soon
                     f.chunks[idx] = .dirty(d)
                     filesWithDirtyChunks.insert(ino)
@@ -259,6 +261,9 @@ public final class GranaryStore: @unchecked Sendable {
             _ = cleanCache.insert(kept.id, slot: kept.slot, size: kept.size)
         }
         slab.recover(used: usedSlots.union(cleanCache.heldSlots()))
+        // Dirty slots a SIGKILL left in the page cache only, and the slots
+        // just zeroed, reach the disk before any fsync can promise them.
+        if !usedSlots.isEmpty { Glibc.fsync(slab.fd) }
         // Cache files no row names were written after the last persist and
         // never fsynced: nothing promised them, drop them.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dirtyDirectory)) ?? [] where !dirtyFiles.contains(name) {
@@ -299,6 +304,18 @@ public final class GranaryStore: @unchecked Sendable {
     /// committed the chunk's new row).
     func discardDirty(_ ino: UInt64, _ idx: Int, _ d: DirtyChunk) {
         discardDirty(ino, idx, slot: d.slot, fd: d.detachDescriptor())
+    }
+
+    /// Persists `f` (its lock held), then discards the dirty chunks its
+    /// change let go of. When meta.db refuses the write, their rows still
+    /// name them, so their bytes stay (a slot unused, a file kept) until
+    /// the next start, which frees what no row names.
+    func persistThenDiscard(_ f: FileData, _ dropped: [(Int, DirtyChunk)]) {
+        guard persistLocked(f) else {
+            if !dropped.isEmpty { log.warning("inode \(f.ino): \(dropped.count) dropped chunks kept until restart (meta.db write failed)") }
+            return
+        }
+        for (idx, d) in dropped { discardDirty(f.ino, idx, d) }
     }
 
     func discardDirty(_ ino: UInt64, _ idx: Int, slot: Int?, fd: Int32?) {
@@ -358,6 +375,7 @@ public final class GranaryStore: @unchecked Sendable {
                 if !f.freed { for idx in changed { try writeChunkRow(db, ino: f.ino, idx: idx, state: f.chunks[idx]) } }
             }
             f.changed.removeAll()
+            f.rowsPersisted &+= 1
             rec?.storedSize = rec?.attr.size ?? 0
             return true
         } catch {
@@ -424,6 +442,7 @@ public final class GranaryStore: @unchecked Sendable {
         }
         for f in locked {
             f.changed.removeAll()
+            f.rowsPersisted &+= 1
             needsPersist.remove(f.ino)
             if let rec = inodes[f.ino] { rec.storedSize = rec.attr.size }
         }

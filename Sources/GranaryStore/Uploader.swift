@@ -238,8 +238,7 @@ extension GranaryStore {
                 if length == 0 {
                     f.chunks[idx] = nil
                     f.changed.insert(idx)
-                    persistLocked(f)
-                    discardDirty(f.ino, idx, d)
+                    persistThenDiscard(f, [(idx, d)])
                     f.lock.unlock()
                     continue
                 }
@@ -382,35 +381,57 @@ extension GranaryStore {
         return true
     }
 
-    /// Marks the uploaded chunks clean in one meta.db transaction, not one
-    /// per chunk (a segment of small files holds thousands). The file locks
-    /// are not held across it, so fsync's guarantee is kept another way:
-    /// each chunk's row is first marked changed, so an fsync that runs
+    /// Clean rows per transaction of `markClean` (metaLock is held through each).
+    static let cleanRowBatch = 128
+
+    /// Marks the uploaded chunks clean in a few meta.db transactions, not
+    /// one per chunk (a segment of small files holds thousands). The file
+    /// locks are not held across them, so fsync's guarantee is kept another
+    /// way: each chunk's row is first marked changed, so an fsync that runs
     /// before the chunk turns clean in memory rewrites its row as dirty; a
-    /// chunk written meanwhile stays dirty and its row is rewritten.
+    /// chunk written meanwhile stays dirty and its row is rewritten; and a
+    /// file persisted after it was looked at (its `rowsPersisted` moved) gets
+    /// no clean row from the batch, which would overwrite the dirty row an
+    /// fsync had just made durable: its row is written under its lock below.
     private func markClean(_ pending: [Pending]) {
         func unchanged(_ p: Pending) -> DirtyChunk? {
             guard !p.file.freed, case let .dirty(d)? = p.file.chunks[p.idx], d === p.chunk, d.version == p.version, d.base == nil else { return nil }
             return d
         }
-        var marked: [Pending] = []
+        var marked: [(pending: Pending, persisted: UInt64)] = []
         for p in pending {
             p.file.lock.lock()
-            if unchanged(p) != nil { p.file.changed.insert(p.idx); marked.append(p) }
+            if unchanged(p) != nil { p.file.changed.insert(p.idx); marked.append((p, p.file.rowsPersisted)) }
             p.file.lock.unlock()
         }
         guard !marked.isEmpty else { return }
-        do {
-            try metaTransaction { db in
-                for p in marked { try writeChunkRow(db, ino: p.file.ino, idx: p.idx, state: .clean(id: p.id, length: p.length)) }
+        // metaLock, which every persist holds, is held through each batch.
+        var batchedClean = Set<Int>()
+        var start = 0
+        while start < marked.count {
+            let end = min(start + Self.cleanRowBatch, marked.count)
+            metaLock.lock()
+            let current = (start..<end).filter { marked[$0].pending.file.rowsPersisted == marked[$0].persisted }
+            do {
+                try metaTransaction { db in
+                    for i in current {
+                        let p = marked[i].pending
+                        try writeChunkRow(db, ino: p.file.ino, idx: p.idx, state: .clean(id: p.id, length: p.length))
+                    }
+                }
+            } catch {
+                metaLock.unlock()
+                log.error("meta.db: cannot mark chunks clean: \(error)")
+                return
             }
-        } catch {
-            log.error("meta.db: cannot mark chunks clean: \(error)")
-            return
+            metaLock.unlock()
+            batchedClean.formUnion(current)
+            start = end
         }
         var uploaded: UInt64 = 0
         var deletedMeanwhile: Set<UInt64> = []
-        for p in marked {
+        for (i, entry) in marked.enumerated() {
+            let p = entry.pending
             let f = p.file
             f.lock.lock()
             defer { f.lock.unlock() }
@@ -427,8 +448,9 @@ extension GranaryStore {
                 continue
             }
             let newState = ChunkState.clean(id: p.id, length: p.length)
-            if !f.changed.contains(p.idx) {
-                // An fsync rewrote the row as dirty in between: write it clean again.
+            if !batchedClean.contains(i) || !f.changed.contains(p.idx) {
+                // Left out of the batch, or an fsync rewrote the row as dirty
+                // since: written clean now, under the file's lock.
                 do { try metaTransaction { db in try writeChunkRow(db, ino: f.ino, idx: p.idx, state: newState) } } catch {
                     log.error("meta.db: cannot mark chunk clean: \(error)")
                     continue
@@ -605,7 +627,8 @@ extension GranaryStore {
             f.lock.unlock()
         }
         // Once for all its slots; the clean chunks kept in it are listed
-        // for the next start.
+        // for the next start, and none of their slots is reused after that.
+        slab.freezeReuse()
         Glibc.fsync(slab.fd)
         cleanCache.saveSlotIndex()
         syncDirtyDirectory()
