@@ -172,8 +172,9 @@ struct ChunkMap: Sequence {
     }
 
     var isEmpty: Bool { count == 0 }
-    var keys: [Int] { map(\.key) }
-    var values: [ChunkState] { map(\.value) }
+    /// Views, as a Dictionary's are: no array is made to walk them.
+    var keys: LazyMapSequence<ChunkMap, Int> { lazy.map(\.key) }
+    var values: LazyMapSequence<ChunkMap, ChunkState> { lazy.map(\.value) }
 
     mutating func removeAll() { storage = .empty }
 

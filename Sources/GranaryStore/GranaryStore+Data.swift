@@ -659,7 +659,7 @@ extension GranaryStore {
         if let f = fileData(ino) {
             f.lock.lock()
             var failed = false
-            let unsynced = f.chunks.values.compactMap { state -> DirtyChunk? in
+            let unsynced: [DirtyChunk] = f.chunks.values.compactMap { state -> DirtyChunk? in
                 if case let .dirty(d) = state, d.unsynced { return d }
                 return nil
             }
