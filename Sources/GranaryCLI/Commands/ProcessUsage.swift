@@ -1,7 +1,7 @@
 import Foundation
 
 /// What the mount process itself uses, for `granary status`: resident
-/// memory (the mount keeps every inode in memory, about 1.3 KB a file),
+/// memory (the mount keeps every inode in memory; see the README),
 /// open files and threads, read from /proc.
 enum ProcessUsage {
     static func status() -> [String: String] {
